@@ -1,0 +1,54 @@
+# ctscribe: `make run` sets up and starts the app on the embedded default (offline); `make test` sets up and tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.base-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export ANONYMIZED_TELEMETRY := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test install install-dev browser-deps demo bench lint
+
+$(BASE_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch drags in a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DEV_STAMP): $(BASE_STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BASE_STAMP)
+install-dev: $(DEV_STAMP) browser-deps
+
+# Debian Chromium for the real-browser tests (Playwright cannot download browsers offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: chromium not installed; browser tests will skip"; \
+	  else echo "WARNING: chromium missing (sudo apt-get install chromium); browser tests will skip"; fi; }
+
+run: $(BASE_STAMP)
+	$(VENV)/bin/ctscribe serve
+
+demo: $(BASE_STAMP)
+	$(VENV)/bin/ctscribe demo --out demo-output
+
+test: install-dev
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install-dev
+	$(PY) -m bench.run
+
+lint: install-dev
+	$(VENV)/bin/ruff check vision retrieval chatapp tests bench
