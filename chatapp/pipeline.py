@@ -1,0 +1,404 @@
+"""The one entry point the CLI, the app and the Python API share: analyze → report → ask.
+
+``Pipeline.from_config(cfg)`` is instant; heavy parts (region segmentation, the CT model, the LLM, the knowledge store)
+load on first use. Each part may fail to load — the pipeline then degrades and says so (``Study.warnings``,
+``Report.notices``/``Report.guard``) instead of failing: without the model the report comes from measurements only,
+without the store recommendations carry a built-in citation and free answers carry no passages.
+
+Example::
+
+    from chatapp.pipeline import Pipeline
+    pipe = Pipeline.from_config()
+    study = pipe.analyze("chest.nii.gz")
+    print(pipe.report(study).to_text())
+    print(pipe.ask(study, "How big is the nodule?").text)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from chatapp import guard, prompts, vqa
+from chatapp.report import (FindingCall, build_structured_report, call_findings, nodule_diameter, nodule_mask,
+                            report_settings,
+                            supported_findings)
+from chatapp.schema import DEMO_WEIGHTS_NOTICE, Answer, Citation, Evidence, Report, Sentence, Study
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+_UNSET: Any = object()
+
+# Used only when the knowledge store cannot be opened: the recommendation still names its source.
+FLEISCHNER_FALLBACK = Citation(
+    n=1, key="fleischner-2017", title="Guidelines for Management of Incidental Pulmonary Nodules Detected on CT "
+    "Images: From the Fleischner Society 2017", source="MacMahon H. et al., Radiology 2017;284(1):228-243",
+    url="https://doi.org/10.1148/radiol.2017161659")
+
+
+def fleischner_advice(diameter_mm: float, multiple: bool) -> tuple[str, str]:
+    """Fleischner Society 2017 follow-up for incidental solid nodules in adults >= 35 years.
+
+    Args:
+        diameter_mm: nodule size (mean of long and short axis), rounded to the nearest mm before categorising.
+        multiple: whether more than one nodule >= 3 mm was measured (then the largest decides).
+
+    Returns:
+        (size category text, follow-up advice by risk).
+    """
+    d = round(diameter_mm)
+    kind = "multiple solid nodules" if multiple else "a single solid nodule"
+    if d < 6:
+        return (f"{kind} smaller than 6 mm", "no routine follow-up for low-risk patients; optional CT at 12 months "
+                "for high-risk patients")
+    if d <= 8:
+        if multiple:
+            return (f"{kind} of 6 to 8 mm", "CT at 3 to 6 months, then consider CT at 18 to 24 months")
+        return (f"{kind} of 6 to 8 mm", "CT at 6 to 12 months, then consider CT at 18 to 24 months (low risk) or "
+                "CT at 18 to 24 months (high risk)")
+    if multiple:
+        return (f"{kind} larger than 8 mm", "CT at 3 to 6 months, then consider CT at 18 to 24 months")
+    return (f"{kind} larger than 8 mm", "consider CT at 3 months, PET/CT, or tissue sampling")
+
+
+class Pipeline:
+    """Analyze a CT, draft its region-grounded report, and answer questions about it.
+
+    Args:
+        config: a ``chatapp.config.Config`` (``None``: ``configs/default.yaml``).
+        model: an object with the ``chatapp.model.CTScribeModel`` interface, ``None`` to build it from the config on
+            first use, or ``False`` to run without a model (measurements only).
+        store: a ``retrieval.store.KnowledgeStore``-like object, ``None`` to open it from the config on first use,
+            or ``False`` to run without retrieval.
+        settings: overrides of the ``report:`` config section (e.g. ``use_llm=False``).
+    """
+
+    def __init__(self, config: Any = None, *, model: Any = None, store: Any = None, **settings: Any) -> None:
+        if config is None:
+            from chatapp.config import load_config
+
+            config = load_config()
+        self.config = config
+        self.settings = report_settings(config.section("report"))
+        self.settings.update(settings)
+        self._model = _UNSET if model is None else model
+        self._store = _UNSET if store is None else store
+        self._regions_fn: Callable | None = None
+        self._cache: OrderedDict[str, Study] = OrderedDict()
+        self._seen: dict[str, Citation] = {}
+        self.load_warnings: list[str] = []
+
+    @classmethod
+    def from_config(cls, config: Any = None, **overrides: Any) -> "Pipeline":
+        """Build a pipeline; nothing heavy loads here. ``overrides``: ``model=``, ``store=`` or report settings."""
+        return cls(config, **overrides)
+
+    # ------------------------------------------------------------------ lazy parts
+    @property
+    def model(self) -> Any:
+        """The CT model (encoder + prototypes + LLM), or ``None`` when it cannot be loaded."""
+        if self._model is _UNSET:
+            try:
+                from chatapp.model import CTScribeModel
+
+                self._model = CTScribeModel.from_config(self.config)
+            except Exception as e:  # degrade: report from measurements only
+                self._model = False
+                self._warn(f"model unavailable ({type(e).__name__}: {e}); findings come from measurements only")
+        return self._model or None
+
+    @property
+    def store(self) -> Any:
+        """The knowledge store, or ``None`` when it cannot be opened."""
+        if self._store is _UNSET:
+            try:
+                from retrieval.store import KnowledgeStore
+
+                st = KnowledgeStore.from_config(self.config)
+                st.ensure_builtin()
+                self._store = st
+            except Exception as e:
+                self._store = False
+                self._warn(f"knowledge store unavailable ({type(e).__name__}: {e}); citations fall back to built-in")
+        return self._store or None
+
+    def _warn(self, msg: str) -> None:
+        log.warning(msg)
+        if msg not in self.load_warnings:
+            self.load_warnings.append(msg)
+
+    @property
+    def weights_label(self) -> str:
+        m = self.model
+        return str(getattr(m, "weights_label", "")) if m is not None else ""
+
+    # ------------------------------------------------------------------ analyze
+    def analyze(self, path: Any, *, progress: Progress | None = None) -> Study:
+        """Load a CT and run regions, measurements and the model; cached by the volume's content hash.
+
+        Args:
+            path: a file or folder ``vision.io.load_ct`` reads (NIfTI, NRRD, DICOM folder/zip, npy), or a
+                ``CTVolume`` already in memory.
+            progress: called with (fraction 0..1, message) as stages finish.
+        """
+        prog = progress or (lambda f, m: None)
+        t0 = time.perf_counter()
+        prog(0.0, "loading the CT")
+        if hasattr(path, "array") and hasattr(path, "spacing"):
+            volume = path
+        else:
+            from vision.io import load_ct
+
+            volume = load_ct(os.fspath(path))
+        key = volume.content_hash()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            prog(1.0, "done (cached)")
+            return self._cache[key]
+        study = Study(study_id=key[:16], volume=volume, warnings=list(getattr(volume, "warnings", []) or []))
+        study.timings["load"] = time.perf_counter() - t0
+        prog(0.1, "segmenting the 10 regions")
+        self._run_regions(study)
+        prog(0.5, "measuring")
+        self._run_measure(study)
+        prog(0.7, "running the CT model")
+        self._run_model(study)
+        study.warnings.extend(w for w in self.load_warnings if w not in study.warnings)
+        self._cache[key] = study
+        while len(self._cache) > int(self.settings.get("cache_size", 8)):
+            self._cache.popitem(last=False)
+        prog(1.0, "done")
+        return study
+
+    def _run_regions(self, study: Study) -> None:
+        t = time.perf_counter()
+        try:
+            from vision.regions import compute_regions
+
+            res = compute_regions(study.volume)
+            study.regions = dict(res.masks)
+            study.absent_regions = list(res.absent)
+            study._region_result = res  # type: ignore[attr-defined]  # kept for measure()
+        except Exception as e:
+            study.warnings.append(f"region segmentation failed ({type(e).__name__}: {e}); regions not assessed")
+            log.warning("regions failed: %s", e)
+        study.timings["regions"] = time.perf_counter() - t
+
+    def _run_measure(self, study: Study) -> None:
+        t = time.perf_counter()
+        res = getattr(study, "_region_result", None)
+        if res is None:
+            return
+        try:
+            from vision.measure import measure
+
+            study.measurements = list(measure(study.volume, res))
+        except Exception as e:
+            study.warnings.append(f"measurements failed ({type(e).__name__}: {e})")
+            log.warning("measure failed: %s", e)
+        try:
+            from vision import measure as vm
+
+            fm = getattr(vm, "finding_masks", None)
+            if fm is not None:
+                study.finding_masks = dict(fm(study.volume, res, study.measurements))
+        except Exception as e:  # masks are a display aid: never fatal
+            log.info("finding masks unavailable: %s", e)
+        study.timings["measure"] = time.perf_counter() - t
+
+    def _run_model(self, study: Study) -> None:
+        m = self.model
+        if m is None:
+            return
+        t = time.perf_counter()
+        try:
+            study.tokens = m.encode(study.volume)
+            probs, cues = m.predict_findings(study.tokens)
+            study.probabilities = {str(k): float(v) for k, v in dict(probs).items()}
+            study.cues = str(cues or "")
+            study.weights = str(getattr(m, "weights_label", "") or "")
+        except Exception as e:
+            study.warnings.append(f"CT model failed ({type(e).__name__}: {e}); findings come from measurements only")
+            log.warning("model failed: %s", e)
+        study.timings["model"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------------ report
+    def calls(self, study: Study) -> dict[str, FindingCall]:
+        """The finding decisions behind both the report and the chat."""
+        return call_findings(study, self.settings)
+
+    def report(self, study: Study) -> Report:
+        """Draft the region-grounded report: structure → optional LLM rephrasing → guard."""
+        calls = self.calls(study)
+        rep = build_structured_report(study, self.settings, recommend=self._recommend, calls=calls)
+        rep.guard["llm"] = "not used"
+        mode = str(self.settings.get("rephrase", "findings"))
+        if self.settings.get("use_llm", True) and mode != "none":
+            m = self.model
+            if m is None:
+                rep.guard["llm"] = "skipped: model unavailable"
+            else:
+                rewrites = self._rephrase(rep, mode)
+                rep.guard["llm"] = f"rephrased {len(rewrites)} sentence(s)"
+                guard.apply_rephrasings(rep, rewrites)
+        guard.audit(rep, supported_findings(calls))
+        rep.guard["calls"] = {n: {"present": c.present, "source": c.source, "confidence": round(c.confidence, 3),
+                                  **({"note": c.note} if c.note else {})} for n, c in calls.items()}
+        for w in study.warnings + self.load_warnings:
+            if w not in rep.notices:
+                rep.notices.append(w)
+        rep.weights = study.weights or rep.weights
+        if rep.weights and "demo" in rep.weights.lower() and DEMO_WEIGHTS_NOTICE not in rep.weights:
+            rep.weights = f"{rep.weights} ({DEMO_WEIGHTS_NOTICE})"
+        for c in rep.citations:
+            self._seen[c.key] = c
+        return rep
+
+    def _rephrase(self, rep: Report, mode: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        m = self.model
+        for sec in rep.sections:
+            if sec.region == "recommendations":
+                continue
+            for s in sec.sentences:
+                if mode == "findings" and not s.findings:
+                    continue
+                try:
+                    text = m.generate(prompts.rephrase_messages(s.text, sec.title),
+                                      max_new_tokens=int(self.settings.get("max_new_tokens", 60)))
+                except TypeError:
+                    text = m.generate(prompts.rephrase_messages(s.text, sec.title))
+                except Exception as e:
+                    self._warn(f"LLM rephrasing failed ({type(e).__name__}: {e}); structured sentences kept")
+                    return out
+                out[s.id] = str(text).strip().split("\n")[0]
+        return out
+
+    def _recommend(self, calls: dict[str, FindingCall]) -> tuple[list[Sentence], list[Citation]]:
+        nod = calls.get("Lung nodule")
+        if nod is None or not nod.present or nod.source != "measured" or not nod.measurements:
+            return [], []
+        largest = nod.measurements[0]
+        d = nodule_diameter(largest) or 0.0
+        category, advice = fleischner_advice(d, len(nod.measurements) > 1)
+        cit = None
+        st = self.store
+        if st is not None:
+            try:
+                hits = st.search(f"Fleischner 2017 follow-up for {category} incidental solid pulmonary nodule", k=1)
+                if hits:
+                    cit = hits[0].to_citation(1)
+            except Exception as e:
+                self._warn(f"knowledge search failed ({type(e).__name__}: {e})")
+        if cit is None:
+            cit = Citation(**{**FLEISCHNER_FALLBACK.to_dict(), "n": 1})
+        text = (f"For {category} (largest {round(d)} mm), the Fleischner Society 2017 guideline for incidental "
+                f"nodules in adults aged 35 or older suggests {advice} [1].")
+        ev = [Evidence("measurement", f"nodule diameter = {d:.1f} mm", d, "nodule"),
+              Evidence("passage", cit.title, cit.text[:300], cit.key)]
+        return [Sentence(text, "recommendation", nodule_mask(largest), ev, "guideline", 0.9, [], [1])], [cit]
+
+    # ------------------------------------------------------------------ ask
+    def ask(self, study: Study, question: str, history: list[dict] | None = None) -> Answer:
+        """Answer one question about the study (``history``: prior ``{"role", "content"}`` turns, oldest first)."""
+        final: Answer | None = None
+        for part in self.ask_stream(study, question, history):
+            if isinstance(part, Answer):
+                final = part
+        assert final is not None
+        return final
+
+    def ask_stream(self, study: Study, question: str, history: list[dict] | None = None) -> Iterator[str | Answer]:
+        """Yield text deltas, then the final ``Answer`` (template questions yield their whole text at once)."""
+        from vision.errors import CTScribeError
+
+        if not question or not question.strip():
+            raise CTScribeError("the question is empty; type a question about the scan, e.g. 'Is there a nodule?'")
+        calls = self.calls(study)
+        plan = vqa.plan_question(question, history or [], study, calls)
+        if isinstance(plan, Answer):
+            yield plan.text
+            yield plan
+            return
+        citations: list[Citation] = []
+        st = self.store
+        if st is not None:
+            try:
+                hits = st.search(question, k=int(self.config.get("retrieval.k", 5) or 5))
+                citations = vqa.citations_from_hits(hits[:3])
+            except Exception as e:
+                self._warn(f"knowledge search failed ({type(e).__name__}: {e})")
+        for c in citations:
+            self._seen[c.key] = c
+        m = self.model
+        weights = study.weights or self.weights_label
+        if m is None:
+            text = vqa.fallback_free_answer(question, study, calls, citations)
+            yield text
+            yield Answer(text, citations, plan.evidence, "free", weights)
+            return
+        msgs = prompts.chat_messages(vqa.study_facts(study, calls), citations, history or [], question)
+        parts: list[str] = []
+        try:
+            out = m.generate(msgs, tokens=study.tokens, stream=True)
+            if isinstance(out, str):
+                out = [out]
+            for delta in out:
+                parts.append(str(delta))
+                yield str(delta)
+        except Exception as e:
+            self._warn(f"LLM generation failed ({type(e).__name__}: {e})")
+            text = vqa.fallback_free_answer(question, study, calls, citations)
+            yield text
+            yield Answer(text, citations, plan.evidence, "free", weights)
+            return
+        text = "".join(parts).strip()
+        unsupported = sorted(guard.positive_findings(text) - supported_findings(calls) - set(plan.parsed.findings))
+        if unsupported:  # the LLM asserted something the scan does not show: say so, never keep it silently
+            note = (" [Note: the scan findings do not include " + ", ".join(unsupported).lower() + "; treat that "
+                    "part of the answer as unsupported.]")
+            yield note
+            text += note
+        yield Answer(text, citations, plan.evidence, "free", weights)
+
+    # ------------------------------------------------------------------ knowledge
+    def knowledge(self, key: str) -> Citation | None:
+        """Open a cited passage by its citation key (``None`` when unknown)."""
+        if key in self._seen:
+            return self._seen[key]
+        st = self.store
+        if st is None:
+            return FLEISCHNER_FALLBACK if key == FLEISCHNER_FALLBACK.key else None
+        try:
+            hits = st.search(key, k=1, where={"key": key})
+        except Exception:
+            return None
+        return hits[0].to_citation(1) if hits else None
+
+
+def study_name(path: str | os.PathLike, content_hash: str | None = None) -> str:
+    """A PHI-free output name: the sanitised file stem (DICOM folders/zips and stems that look like identifiers use
+    the content hash instead)."""
+    import re
+
+    p = Path(path)
+    stem = p.name
+    for suf in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".npy", ".npz", ".zip", ".dcm", ".mha", ".mhd"):
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:64]
+    looks_like_id = bool(re.search(r"\d{6,}", safe)) or p.is_dir() or p.suffix.lower() in (".dcm", ".zip")
+    if not safe or looks_like_id:
+        if content_hash:
+            return content_hash[:16]
+        import hashlib
+
+        return hashlib.sha256(os.fsencode(os.path.abspath(p))).hexdigest()[:16]
+    return safe

@@ -1,0 +1,124 @@
+"""Prompt templates for the LLM parts of the report and the chat, plus the fixed wording of structured sentences.
+
+Pure data and string formatting: no torch, no model. Keeping the wording here (not scattered over report.py/vqa.py)
+lets the guard, the tests and the app share one source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from vision.registry import region as region_info
+
+REPHRASE_SYSTEM = (
+    "You are a careful radiology assistant. Rewrite the given CT report sentence so it reads fluently. "
+    "Keep every finding and every number exactly as given. Do not add findings, causes, or numbers. "
+    "Answer with the rewritten sentence only."
+)
+
+CHAT_SYSTEM = (
+    "You are ctscribe, an assistant that answers questions about one chest CT scan. "
+    "Use only the scan facts and the numbered passages below. Cite passages as [n]. "
+    "If the facts do not answer the question, say that it cannot be answered from this scan. "
+    "You are a drafting aid, not a diagnosis."
+)
+
+OUT_OF_SCOPE = ("I can't answer that from this scan. I can answer questions about the findings, regions and "
+                "measurements of this CT (for example presence, location or size of a finding), and explain "
+                "them with cited passages.")
+
+PHI_REFUSAL = ("I can't answer that from this scan: ctscribe keeps no patient identity, dates or demographic "
+               "details, only the image and its PHI-free acquisition metadata.")
+
+# Concise normal statements per region; several wordings so reports of different normal studies do not collapse to
+# one template (the variant is chosen deterministically from the study id). They never name one of the 18 findings,
+# so a labeler cannot read them as positive.
+NORMAL_STATEMENTS: dict[str, tuple[str, ...]] = {
+    "lung": ("Both lungs are clear.", "The lung parenchyma is unremarkable.", "The lungs appear normal."),
+    "trachea_and_bronchi": ("The trachea and main bronchi are patent.", "The central airways are patent.",
+                            "Trachea and both main bronchi are open and of normal calibre."),
+    "mediastinum": ("Mediastinal structures are unremarkable.", "The mediastinum appears normal.",
+                    "Mediastinal contours are within normal limits."),
+    "heart": ("Heart size is within normal limits.", "The heart is of normal size.",
+              "Cardiac contour and size appear normal."),
+    "esophagus": ("The esophagus is unremarkable.", "The esophagus appears normal.",
+                  "Esophageal course and calibre are normal."),
+    "pleura": ("The pleural spaces are clear.", "No pleural abnormality is seen.", "Pleural surfaces are smooth."),
+    "bone": ("No destructive bone lesion is seen.", "The visualised bones are unremarkable.",
+             "Osseous structures appear intact."),
+    "thyroid": ("The visualised thyroid is unremarkable.", "The thyroid gland appears normal.",
+                "Thyroid size and density are normal."),
+    "breast": ("The visualised breast tissue is unremarkable.", "Breast soft tissues appear normal.",
+               "No focal breast abnormality is seen."),
+    "abdomen": ("The visualised upper abdomen is unremarkable.", "Upper abdominal organs in the field of view "
+                "appear normal.", "The included upper abdominal structures are unremarkable."),
+}
+
+NO_FINDINGS_IMPRESSION = ("No abnormality identified among the assessed findings.",
+                          "No significant abnormality detected in the assessed regions.",
+                          "Unremarkable study for the assessed findings.")
+
+# Positive statements for findings decided by the model (no measurement available). The finding's CT-RATE name
+# or a registry synonym appears verbatim so the labeler can verify the sentence.
+MODEL_FINDING_TEXT: dict[str, str] = {
+    "Medical material": "Medical material is present.",
+    "Arterial wall calcification": "Arterial wall calcification is seen.",
+    "Cardiomegaly": "Cardiomegaly is present.",
+    "Pericardial effusion": "Pericardial effusion is present.",
+    "Coronary artery wall calcification": "Coronary artery wall calcification is seen.",
+    "Hiatal hernia": "A hiatal hernia is present.",
+    "Lymphadenopathy": "Mediastinal lymphadenopathy is present.",
+    "Emphysema": "Emphysema is present in the lungs.",
+    "Atelectasis": "Atelectasis is present in the lungs.",
+    "Lung nodule": "A lung nodule is present.",
+    "Lung opacity": "A lung opacity is present.",
+    "Pulmonary fibrotic sequela": "Pulmonary fibrotic sequelae are present.",
+    "Pleural effusion": "Pleural effusion is present.",
+    "Mosaic attenuation pattern": "A mosaic attenuation pattern is seen in the lungs.",
+    "Peribronchial thickening": "Peribronchial thickening is present.",
+    "Consolidation": "Consolidation is present in the lungs.",
+    "Bronchiectasis": "Bronchiectasis is present.",
+    "Interlobular septal thickening": "Interlobular septal thickening is present.",
+}
+
+ABSENT_REGION = "The {label} is not in the field of view."
+
+
+def absent_region_text(region_key: str) -> str:
+    label = region_info(region_key).label.lower()
+    verb_fix = ABSENT_REGION.format(label=label)
+    if label.endswith("s") and label not in ("thorax",):  # "The lungs are not ..."
+        verb_fix = verb_fix.replace(" is not ", " are not ")
+    return verb_fix[0].upper() + verb_fix[1:]
+
+
+def pick_variant(options: Sequence[str], seed: str) -> str:
+    """Deterministic choice among wordings (stable across runs, unlike ``hash()``)."""
+    import zlib
+
+    return options[zlib.crc32(seed.encode("utf-8")) % len(options)]
+
+
+def rephrase_messages(sentence: str, region_label: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": REPHRASE_SYSTEM},
+            {"role": "user", "content": f"Section: {region_label}\nSentence: {sentence}\nRewritten sentence:"}]
+
+
+def chat_messages(facts: str, passages: Sequence[Any], history: Sequence[dict[str, str]],
+                  question: str) -> list[dict[str, str]]:
+    """Messages for a free question: system prompt, the scan facts, numbered passages, prior turns, the question.
+
+    Args:
+        facts: plain-text summary of the Study (findings with evidence, measurements, absent regions).
+        passages: retrieved passages, each with ``title`` and ``text`` (numbered [1], [2], ... in this order).
+        history: prior turns as ``{"role", "content"}`` dicts (oldest first).
+        question: the user's question.
+    """
+    ctx = [f"Scan facts:\n{facts}"]
+    if passages:
+        ctx.append("Passages:\n" + "\n".join(f"[{i}] {getattr(p, 'title', '')}: {getattr(p, 'text', '')[:600]}"
+                                              for i, p in enumerate(passages, 1)))
+    msgs = [{"role": "system", "content": CHAT_SYSTEM + "\n\n" + "\n\n".join(ctx)}]
+    msgs.extend({"role": h["role"], "content": h["content"]} for h in history if h.get("role") in ("user", "assistant"))
+    msgs.append({"role": "user", "content": question})
+    return msgs

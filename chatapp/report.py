@@ -1,0 +1,329 @@
+"""Deterministic, region-grounded report structure: finding calls → sentences → sections, impression, recommendations.
+
+The structure comes first and carries every number: each sentence is built from a measurement (``source="measured"``),
+a finding probability (``"model"``), a guideline passage (``"guideline"``) or is a normal statement (``"normal"``).
+An LLM may later rephrase sentences (``chatapp.guard`` decides what survives); nothing here needs torch or a model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from chatapp import prompts
+from chatapp.schema import Citation, Evidence, Report, Section, Sentence, Study
+from vision.registry import FINDINGS, REGIONS
+from vision.registry import finding as finding_info
+from vision.schema import Measurement
+
+# Findings decided from a measurement when that measurement exists (the model probability is kept as evidence).
+# ``min`` is in the measurement's unit; values can be overridden in the ``report.measured`` config section.
+DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
+    "Lung nodule": {"measurement": ["nodule"], "min": 3.0},  # diameter_mm; Fleischner ignores < 3 mm micronodules
+    "Emphysema": {"measurement": ["laa950_percent"], "min": 6.0},  # % lung voxels < -950 HU
+    "Pleural effusion": {"measurement": ["pleural_fluid_volume_ml_left", "pleural_fluid_volume_ml_right"], "min": 10.0},
+    "Pericardial effusion": {"measurement": ["pericardial_fluid_volume_ml"], "min": 50.0},  # normal fluid < ~50 mL
+    "Cardiomegaly": {"measurement": ["cardiothoracic_ratio"], "min": 0.5},
+    "Coronary artery wall calcification": {"measurement": ["coronary_calcium_score"], "min": 1.0},
+    "Arterial wall calcification": {"measurement": ["aortic_calcium_score"], "min": 1.0},
+    "Medical material": {"measurement": ["medical_material"], "min": 1.0},
+}
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "use_llm": True,
+    "probability_threshold": 0.5,  # P(finding) at or above which a model-only finding is reported
+    "thresholds": {},  # per-finding overrides, CT-RATE name → probability
+    "measured": {},  # per-finding overrides of DEFAULT_MEASURED_RULES
+    "rephrase": "findings",  # which sentences the LLM rephrases: findings | all | none
+    "max_new_tokens": 60,  # per rephrased sentence
+    "size_decimals": 0,  # nodule diameters are reported to the nearest mm (Fleischner convention)
+}
+
+
+def report_settings(section: dict[str, Any] | None) -> dict[str, Any]:
+    """Merge the ``report:`` config section over the defaults."""
+    out = dict(DEFAULT_SETTINGS)
+    out.update(section or {})
+    return out
+
+
+@dataclass
+class FindingCall:
+    """The pipeline's decision about one CT-RATE finding, with the evidence behind it.
+
+    Args:
+        name: CT-RATE finding name.
+        present: whether the report asserts the finding.
+        source: ``"measured"`` (a measurement decided), ``"model"`` (a probability decided) or ``"none"``.
+        confidence: 0..1; the measurement's confidence or the model probability (of the decision taken).
+        region: RadGenome region key the finding is reported under.
+        evidence: measurements / probabilities that support the decision.
+        measurements: the measurements behind a measured call (nodules: one per nodule, largest first).
+        note: why a call was suppressed or conflicts (empty when none).
+    """
+
+    name: str
+    present: bool
+    source: str
+    confidence: float
+    region: str
+    evidence: list[Evidence] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    note: str = ""
+
+
+_CONF = {"high": 0.95, "medium": 0.8, "low": 0.6, "absent": 0.0}
+
+
+def _num(x: Any) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def nodule_diameter(m: Measurement) -> float | None:
+    return _num(m.extra.get("diameter_mm", m.value))
+
+
+def measurement_evidence(m: Measurement) -> Evidence:
+    if m.name == "nodule":
+        d = nodule_diameter(m)
+        return Evidence("measurement", f"nodule diameter = {d:.1f} mm" if d is not None else "nodule", d,
+                        nodule_mask(m))
+    v = "n/a" if m.value is None else f"{m.value:.4g}"
+    return Evidence("measurement", f"{m.name} = {v} {m.unit}".strip(), m.value, m.name)
+
+
+def probability_evidence(name: str, p: float) -> Evidence:
+    return Evidence("probability", f"P({name}) = {p:.2f}", round(float(p), 4), name)
+
+
+def nodule_mask(m: Measurement) -> str | None:
+    for k in ("mask", "mask_id", "id"):
+        v = m.extra.get(k)
+        if v:
+            v = str(v)
+            return v if "/" in v else f"findings/{v}"
+    return None
+
+
+def lobe_text(m: Measurement) -> str:
+    """Human-readable location of a nodule: 'right upper lobe', 'left lung', or 'lung'."""
+    raw = str(m.extra.get("lobe") or m.extra.get("location") or "").strip()
+    side = str(m.extra.get("side") or "").strip().lower()
+    if raw:
+        t = raw.lower().replace("_", " ")
+        mt = re.match(r"lung (upper|middle|lower) lobe (left|right)$", t)  # TotalSegmentator class name
+        if mt:
+            return f"{mt.group(2)} {mt.group(1)} lobe"
+        mt = re.match(r"(left|right) lung (upper|middle|lower) lobe$", t)  # RadGenome anatomy wording
+        if mt:
+            return f"{mt.group(1)} {mt.group(2)} lobe"
+        if re.fullmatch(r"(r|l)(u|m|l)l", t):
+            return {"r": "right", "l": "left"}[t[0]] + " " + {"u": "upper", "m": "middle", "l": "lower"}[t[1]] + " lobe"
+        return t
+    if side in ("left", "right"):
+        return f"{side} lung"
+    return "lung"
+
+
+def call_findings(study: Study, settings: dict[str, Any]) -> dict[str, FindingCall]:
+    """Decide every CT-RATE finding from the Study's measurements (preferred) and model probabilities.
+
+    Returns: CT-RATE name → FindingCall, in registry order. Findings whose region is absent from the field of view
+    are never asserted (their call carries a note instead).
+    """
+    rules = {k: dict(v) for k, v in DEFAULT_MEASURED_RULES.items()}
+    for k, v in (settings.get("measured") or {}).items():
+        rules.setdefault(k, {}).update(v)
+    thr_default = float(settings.get("probability_threshold", 0.5))
+    thr = settings.get("thresholds") or {}
+    absent = set(study.absent_regions)
+    calls: dict[str, FindingCall] = {}
+    for f in FINDINGS:
+        p = study.probabilities.get(f.name)
+        ev_p = [probability_evidence(f.name, p)] if p is not None else []
+        call: FindingCall | None = None
+        rule = rules.get(f.name)
+        if rule:
+            names = rule["measurement"] if isinstance(rule["measurement"], list) else [rule["measurement"]]
+            ms = [m for m in study.measurements if m.name in names]
+            if f.name == "Lung nodule":
+                ms = [m for m in ms if nodule_diameter(m) is not None]
+                pos = sorted([m for m in ms if nodule_diameter(m) >= rule["min"]], key=nodule_diameter, reverse=True)
+                measured_ok = any(m.name == "nodule" for m in study.measurements) or _nodule_search_ran(study)
+            else:
+                ms = [m for m in ms if m.value is not None and m.confidence != "absent"]
+                pos = [m for m in ms if float(m.value) >= rule["min"]]
+                measured_ok = bool(ms)
+            if measured_ok:
+                conf = max((_CONF.get(m.confidence, 0.8) for m in (pos or ms)), default=0.9)
+                call = FindingCall(f.name, bool(pos), "measured", conf, f.region,
+                                   [measurement_evidence(m) for m in (pos or ms)] + ev_p, pos)
+                if p is not None and (p >= thr.get(f.name, thr_default)) != bool(pos):
+                    call.note = (f"model probability {p:.2f} disagrees with the measurement; "
+                                 "the measurement decides")
+                    call.confidence = min(call.confidence, 0.7)
+        if call is None:
+            if p is not None:
+                present = p >= float(thr.get(f.name, thr_default))
+                call = FindingCall(f.name, present, "model", float(p if present else 1 - p), f.region, ev_p)
+            else:
+                call = FindingCall(f.name, False, "none", 0.0, f.region, [], note="not assessed")
+        if call.present and f.region in absent:
+            call.present, call.note = False, f"suppressed: region {f.region} is not in the field of view"
+        calls[f.name] = call
+    return calls
+
+
+def _nodule_search_ran(study: Study) -> bool:
+    """True when the measurement stage searched for nodules (lung present and lung measurements exist)."""
+    return "lung" not in study.absent_regions and any(m.region == "lung" for m in study.measurements)
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}"
+
+
+def finding_sentences(call: FindingCall, settings: dict[str, Any]) -> list[Sentence]:
+    """Positive sentences for one present finding (one per nodule), each with evidence and mask."""
+    f = finding_info(call.name)
+    mask = f"regions/{f.region}"
+    if call.source != "measured":
+        return [Sentence(prompts.MODEL_FINDING_TEXT[f.name], f.region, mask, list(call.evidence), "model",
+                         round(call.confidence, 3), [f.name])]
+    ms = call.measurements
+    ev = list(call.evidence)
+    if f.name == "Lung nodule":
+        dec = int(settings.get("size_decimals", 0))
+        out = []
+        for m in ms:
+            d = nodule_diameter(m)
+            text = f"A {_fmt(d, dec)} mm nodule in the {lobe_text(m)}."
+            out.append(Sentence(text, "lung", nodule_mask(m) or mask, [measurement_evidence(m)] +
+                                [e for e in ev if e.kind == "probability"], "measured", round(call.confidence, 3),
+                                [f.name]))
+        return out
+    v = {m.name: float(m.value) for m in ms}
+    if f.name == "Emphysema":
+        text = f"Emphysema, with {v['laa950_percent']:.1f}% of lung volume below -950 HU (LAA-950)."
+    elif f.name == "Pleural effusion":
+        sides = [s for s in ("right", "left") if f"pleural_fluid_volume_ml_{s}" in v]
+        if len(sides) == 2:
+            text = (f"Bilateral pleural effusion, about {v['pleural_fluid_volume_ml_right']:.0f} mL on the right and "
+                    f"{v['pleural_fluid_volume_ml_left']:.0f} mL on the left.")
+        else:
+            text = f"Pleural effusion on the {sides[0]}, about {v[f'pleural_fluid_volume_ml_{sides[0]}']:.0f} mL."
+    elif f.name == "Pericardial effusion":
+        text = f"Pericardial effusion, about {v['pericardial_fluid_volume_ml']:.0f} mL."
+    elif f.name == "Cardiomegaly":
+        text = f"Cardiomegaly, with a cardiothoracic ratio of {v['cardiothoracic_ratio']:.2f}."
+    elif f.name == "Coronary artery wall calcification":
+        text = f"Coronary artery wall calcification (approximate calcium score {v['coronary_calcium_score']:.0f})."
+    elif f.name == "Arterial wall calcification":
+        text = f"Arterial wall calcification of the aorta (approximate calcium score {v['aortic_calcium_score']:.0f})."
+    else:  # Medical material and any rule added by config
+        text = prompts.MODEL_FINDING_TEXT[f.name]
+    return [Sentence(text, f.region, mask, ev, "measured", round(call.confidence, 3), [f.name])]
+
+
+def context_sentences(study: Study, region_key: str) -> list[Sentence]:
+    """Measured, finding-free facts per region (volumes, diameters) so every number shown has a measurement."""
+    g = study.measurement
+    out: list[Sentence] = []
+    mask = f"regions/{region_key}"
+
+    def add(text: str, *ms: Measurement) -> None:
+        out.append(Sentence(text, region_key, mask, [measurement_evidence(m) for m in ms], "measured",
+                            min(_CONF.get(m.confidence, 0.8) for m in ms)))
+
+    def ok(name: str) -> Measurement | None:
+        m = g(name)
+        return m if m is not None and m.value is not None and m.confidence != "absent" else None
+
+    if region_key == "lung":
+        r, l, d = ok("lung_volume_right_ml"), ok("lung_volume_left_ml"), ok("mean_lung_density_hu")
+        if r and l:
+            add(f"Lung volumes are {r.value:.0f} mL on the right and {l.value:.0f} mL on the left.", r, l)
+        if d:
+            add(f"Mean lung density is {d.value:.0f} HU.", d)
+    elif region_key == "trachea_and_bronchi" and (t := ok("trachea_diameter_mm")):
+        add(f"The trachea measures {t.value:.0f} mm in diameter.", t)
+    elif region_key == "mediastinum" and (a := ok("aorta_max_diameter_mm")):
+        qual = "dilated" if a.value >= 40 else "within normal limits"
+        add(f"The maximal thoracic aortic diameter is {a.value:.0f} mm, {qual}.", a)
+    elif region_key == "heart" and (h := ok("heart_volume_ml")):
+        add(f"Heart volume is {h.value:.0f} mL.", h)
+    return out
+
+
+def build_structured_report(study: Study, settings: dict[str, Any],
+                            recommend: Callable[[dict[str, FindingCall]], tuple[list[Sentence], list[Citation]]]
+                            | None = None,
+                            calls: dict[str, FindingCall] | None = None) -> Report:
+    """Build the deterministic report: sections in RadGenome region order, impression, recommendations.
+
+    Args:
+        study: the analysed study.
+        settings: ``report_settings(config.section("report"))``.
+        recommend: callable turning finding calls into recommendation sentences + citations (see
+            ``chatapp.pipeline``); ``None`` gives no recommendations section.
+        calls: precomputed ``call_findings`` result.
+    """
+    calls = calls if calls is not None else call_findings(study, settings)
+    have_model = any(c.source == "model" for c in calls.values()) or bool(study.probabilities)
+    sections: list[Section] = []
+    impression: list[Sentence] = []
+    for r in REGIONS:
+        if r.key in study.absent_regions:
+            sections.append(Section(r.key, r.label, [Sentence(prompts.absent_region_text(r.key), r.key, None,
+                                                              [Evidence("region", f"{r.key}: absent", False, r.key)],
+                                                              "measured", 0.9)]))
+            continue
+        pos: list[Sentence] = []
+        for f in FINDINGS:
+            c = calls[f.name]
+            if c.present and c.region == r.key:
+                pos.extend(finding_sentences(c, settings))
+        sents = list(pos)
+        if not pos:
+            conf = 0.9 if have_model else 0.5
+            sents.append(Sentence(prompts.pick_variant(prompts.NORMAL_STATEMENTS[r.key], study.study_id + r.key),
+                                  r.key, f"regions/{r.key}", [Evidence("region", f"{r.key}: present", True, r.key)]
+                                  + _negative_evidence(calls, r.key), "normal", conf))
+        sents.extend(context_sentences(study, r.key))
+        sections.append(Section(r.key, r.label, sents))
+        impression.extend(pos)
+    imp = [Sentence(s.text, "impression", s.mask, list(s.evidence), s.source, s.confidence, list(s.findings))
+           for s in impression]
+    if not imp:
+        imp = [Sentence(prompts.pick_variant(prompts.NO_FINDINGS_IMPRESSION, study.study_id), "impression", None,
+                        [], "normal", 0.9 if have_model else 0.5)]
+    sections.append(Section("impression", "Impression", imp))
+    citations: list[Citation] = []
+    if recommend is not None:
+        recs, citations = recommend(calls)
+        if recs:
+            sections.append(Section("recommendations", "Recommendations", recs))
+    rep = Report(study.study_id, sections, citations, weights=study.weights)
+    for i, s in enumerate(rep.sentences()):
+        s.id = f"s{i}"
+    if not have_model:
+        rep.notices.append("Model findings unavailable: this report comes from measurements only; findings that "
+                           "need the model (e.g. opacity, consolidation) were not assessed.")
+    return rep
+
+
+def _negative_evidence(calls: dict[str, FindingCall], region_key: str) -> list[Evidence]:
+    out = []
+    for c in calls.values():
+        if c.region == region_key and c.source != "none":
+            out.extend(e for e in c.evidence)
+    return out[:6]
+
+
+def supported_findings(calls: dict[str, FindingCall]) -> set[str]:
+    return {n for n, c in calls.items() if c.present}
+
