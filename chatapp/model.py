@@ -1,0 +1,296 @@
+"""CTScribeModel: frozen 3D CT encoder → perceiver bridge + disease prototype memory → (quantized) LLM.
+
+Built from one ``Config`` (``CTScribeModel.from_config``). The ``model`` section:
+
+```yaml
+model:
+  encoder: {kind: astra|vit, preset: null}      # preset null → vision.preset; vit adds patch_size, hidden_size, ...
+  resampler: {num_latents: 32, depth: 2, heads: 8, width: null}
+  prototypes: {width: 128, per_class: 4, temperature: 0.1, use_visual_tokens: true, use_cues: true}
+  llm: {...}                                     # see chatapp.llm
+  checkpoint: demo | <dir> | null                # null → random bridge (tests, training from scratch)
+  feature_cache: true                            # encoder outputs cached on disk by volume content hash
+```
+
+When a checkpoint is given, its architecture (encoder kind, preset, resampler/prototype sizes, LLM name, LoRA) wins
+over the config; runtime switches (ablation flags, quantization, device, max_new_tokens) still come from the config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from chatapp.config import Config
+from chatapp.llm import IMAGE_PLACEHOLDER, LLM, load_llm
+from chatapp.schema import DEMO_WEIGHTS_NOTICE
+from vision.encoder import CTEncoder, FeatureCache, build_encoder, check_preset
+from vision.errors import CheckpointError, ConfigError
+from vision.prototypes import PrototypeMemory, cue_text
+from vision.registry import FINDING_NAMES
+from vision.resampler import PerceiverResampler
+from vision.volume import CTVolume
+
+log = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "demo"
+SYSTEM_PROMPT = ("You are a radiology assistant drafting chest CT findings. Be concise and factual; "
+                 "only describe what the image and the cues support.")
+REPORT_INSTRUCTION = "Write the findings section of the radiology report for this chest CT."
+ARCH_KEYS = ("encoder", "resampler", "prototypes_arch", "llm_name", "lora", "preset", "preset_params")
+
+
+class Bridge(nn.Module):
+    """The trainable vision-language bridge: perceiver resampler + prototype memory."""
+
+    def __init__(self, enc_dim: int, llm_hidden: int, resampler: dict, prototypes: dict):
+        super().__init__()
+        self.resampler = PerceiverResampler(enc_dim, llm_hidden, num_latents=int(resampler.get("num_latents", 32)),
+                                            depth=int(resampler.get("depth", 2)), heads=int(resampler.get("heads", 8)),
+                                            width=resampler.get("width"))
+        self.prototypes = PrototypeMemory(enc_dim, width=int(prototypes.get("width", 128)),
+                                          prototypes_per_class=int(prototypes.get("per_class", 4)),
+                                          temperature=float(prototypes.get("temperature", 0.1)))
+
+
+def preprocess_volume(volume: CTVolume, preset_name: str, params: dict) -> torch.Tensor:
+    """Volume → encoder input (1, X, Y, Z) float32, using ``vision.preprocess`` when it exists.
+
+    The local fallback implements the resize-style presets (crop foreground > HU, area resize, HU window → scale);
+    spacing-based presets need ``vision.preprocess``.
+    """
+    try:
+        from vision.preprocess import preprocess  # engineer A's MONAI pipeline
+    except ImportError:
+        preprocess = None
+    if preprocess is not None:
+        try:
+            res = preprocess(volume, params if params else preset_name)
+        except TypeError:
+            res = preprocess(volume, preset_name)
+        t = res.tensor if hasattr(res, "tensor") else res
+        return torch.as_tensor(t, dtype=torch.float32)
+    import torch.nn.functional as F
+
+    a = torch.as_tensor(volume.array, dtype=torch.float32)
+    thr = params.get("crop_foreground_hu")
+    if thr is not None:
+        nz = torch.nonzero(a > float(thr))
+        if len(nz):
+            lo, hi = nz.min(0).values, nz.max(0).values + 1
+            a = a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    size = [int(s) for s in params["spatial_size"]]
+    mode = "area" if params.get("resize_mode") == "area" else "trilinear"
+    kw = {} if mode == "area" else {"align_corners": False}
+    a = F.interpolate(a[None, None], size=size, mode=mode, **kw)[0]
+    lo_hu, hi_hu = (float(v) for v in params.get("hu_window", [-1000, 1000]))
+    s0, s1 = (float(v) for v in params.get("scale_to", [0.0, 1.0]))
+    return ((a.clamp(lo_hu, hi_hu) - lo_hu) / (hi_hu - lo_hu) * (s1 - s0) + s0).contiguous()
+
+
+class CTScribeModel(nn.Module):
+    """The multimodal model (see module docstring). Public contract: ``from_config``, ``weights_label``, ``preset``,
+    ``encode``, ``predict_findings``, ``visual_embeddings``, ``generate``."""
+
+    def __init__(self, *, encoder: CTEncoder, bridge: Bridge, llm: LLM, arch: dict, preset: str,
+                 preset_params: dict, weights_label: str, data_dir: Path, use_visual_tokens: bool = True,
+                 use_cues: bool = True, feature_cache: bool = True):
+        super().__init__()
+        self.encoder = encoder
+        self.bridge = bridge
+        self.llm = llm
+        self.arch = arch
+        self.preset = preset
+        self.preset_params = dict(preset_params)
+        self.weights_label = weights_label
+        self.use_visual_tokens = bool(use_visual_tokens)
+        self.use_cues = bool(use_cues)
+        self.data_dir = Path(data_dir)
+        ns = f"{encoder.weights_id}-{preset}-{_short_hash(preset_params)}"
+        self._cache = FeatureCache(self.data_dir / "features", ns) if feature_cache and encoder.frozen else None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_config(cls, config: Config) -> "CTScribeModel":
+        """Build encoder, bridge and LLM from ``config`` and load the checkpoint it names (``model.checkpoint``)."""
+        from chatapp.checkpoint import load_checkpoint, resolve_checkpoint
+
+        sec = config.section("model")
+        ckpt_dir = resolve_checkpoint(sec.get("checkpoint", "demo"))
+        ckpt = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+        arch = arch_from_config(config)
+        if ckpt is not None:
+            want_preset = (sec.get("encoder") or {}).get("preset")
+            if want_preset and want_preset != ckpt.meta["arch"]["preset"]:
+                check_preset(ckpt.meta["arch"]["preset"], ckpt.meta["arch"]["preset_params"], want_preset,
+                             (config.get("vision.presets") or {}).get(want_preset))
+            known = (config.get("vision.presets") or {}).get(ckpt.meta["arch"]["preset"])
+            if known is not None:
+                check_preset(ckpt.meta["arch"]["preset"], ckpt.meta["arch"]["preset_params"],
+                             ckpt.meta["arch"]["preset"], known)
+            arch = copy.deepcopy(ckpt.meta["arch"])
+        llm_sec = dict(sec.get("llm") or {})
+        llm_sec["name_or_path"] = arch["llm_name"]
+        llm_sec["lora"] = arch.get("lora")
+        cache_dir = Path(config.get("model.cache_dir") or config.data_dir)
+        llm = load_llm(llm_sec, cache_dir)
+        encoder = build_encoder(arch["encoder"], config.data_dir, tuple(arch["preset_params"]["spatial_size"]))
+        bridge = Bridge(encoder.dim, llm.hidden_size, arch["resampler"], arch["prototypes_arch"])
+        protos = sec.get("prototypes") or {}
+        label = "random-init bridge (untrained; outputs are meaningless)"
+        model = cls(encoder=encoder, bridge=bridge, llm=llm, arch=arch, preset=arch["preset"],
+                    preset_params=arch["preset_params"], weights_label=label, data_dir=config.data_dir,
+                    use_visual_tokens=protos.get("use_visual_tokens", True), use_cues=protos.get("use_cues", True),
+                    feature_cache=bool(sec.get("feature_cache", True)))
+        if ckpt is not None:
+            ckpt.apply(model)
+            model.weights_label = ckpt.meta.get("weights_label", ckpt_dir.name)
+        model.to(llm.device)
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------------ vision side
+    @torch.no_grad()
+    def encode(self, volume: CTVolume) -> torch.Tensor:
+        """Encoder tokens (N, D) float32 on CPU; cached on disk by volume content hash for frozen encoders."""
+        key = volume.content_hash() if self._cache is not None else None
+        if key is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+        x = preprocess_volume(volume, self.preset, self.preset_params)
+        dev = next(self.encoder.parameters()).device
+        tokens = self.encoder(x.unsqueeze(0).to(dev))[0].float().cpu()
+        if key is not None:
+            self._cache.put(key, tokens)
+        return tokens
+
+    def _batch(self, tokens: torch.Tensor) -> torch.Tensor:
+        dev = next(self.bridge.parameters()).device
+        t = tokens.to(dev, torch.float32)
+        return t.unsqueeze(0) if t.dim() == 2 else t
+
+    @torch.no_grad()
+    def predict_findings(self, tokens: torch.Tensor) -> tuple[dict[str, float], str]:
+        """P(present) for all 18 CT-RATE findings (registry order) and the diagnostic cue text."""
+        p = torch.sigmoid(self.bridge.prototypes(self._batch(tokens)))[0].cpu().tolist()
+        probs = {n: float(v) for n, v in zip(FINDING_NAMES, p)}
+        return probs, cue_text(probs)
+
+    def visual_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(num_latents, llm_hidden) visual tokens for injection into the LLM input embeddings."""
+        return self.bridge.resampler(self._batch(tokens))[0]
+
+    # ------------------------------------------------------------------ language side
+    def prepare_messages(self, messages: list[dict], cues: str | None, visual: bool) -> list[dict]:
+        """Insert the cue text into the system message and make sure the image placeholder appears once (or never)."""
+        msgs = [dict(m) for m in messages]
+        for m in msgs:
+            m["content"] = str(m.get("content", "")).replace(IMAGE_PLACEHOLDER, "")
+        if visual:
+            first_user = next((m for m in msgs if m.get("role") == "user"), None)
+            if first_user is None:
+                raise ConfigError("generate() needs at least one user message to attach the image to")
+            first_user["content"] = f"{IMAGE_PLACEHOLDER}\n{first_user['content']}"
+        if cues:
+            if msgs and msgs[0].get("role") == "system":
+                msgs[0]["content"] = f"{msgs[0]['content']}\n{cues}"
+            else:
+                msgs.insert(0, {"role": "system", "content": f"{SYSTEM_PROMPT}\n{cues}"})
+        return msgs
+
+    def prompt_embeds(self, messages: list[dict], tokens: torch.Tensor | None) -> torch.Tensor:
+        """(1, L, hidden) prompt embeddings with visual tokens and cues per the ablation switches."""
+        visual = cues = None
+        if tokens is not None:
+            if self.use_visual_tokens:
+                visual = self.visual_embeddings(tokens)
+            if self.use_cues:
+                cues = self.predict_findings(tokens)[1]
+        msgs = self.prepare_messages(messages, cues, visual is not None)
+        return self.llm.embed_prompt(self.llm.render(msgs), visual)
+
+    def generate(self, messages: list[dict], *, tokens: torch.Tensor | None = None, max_new_tokens: int | None = None,
+                 stream: bool = False) -> str | Iterator[str]:
+        """Chat completion for ``messages`` (chat-template dicts). With ``tokens`` (from ``encode``) the visual
+        tokens are injected at a placeholder in the first user message and the cue text joins the system prompt."""
+        with torch.no_grad():
+            emb = self.prompt_embeds(messages, tokens)
+        if stream:
+            return self.llm.stream(messages, inputs_embeds=emb, max_new_tokens=max_new_tokens)
+        return self.llm.generate(messages, inputs_embeds=emb, max_new_tokens=max_new_tokens)
+
+    # ------------------------------------------------------------------ training
+    def lm_loss(self, tokens: torch.Tensor, prompts: list[list[dict]], targets: list[str]) -> torch.Tensor:
+        """Teacher-forced LM loss of ``targets`` given prompts + visual tokens/cues (batch, right padding).
+
+        Args:
+            tokens: (B, N, D) encoder tokens.
+            prompts: B message lists (without the answer).
+            targets: B answer strings.
+        """
+        tok = self.llm.tokenizer
+        emb_layer = self.llm.model.get_input_embeddings()
+        dev = emb_layer.weight.device
+        seqs, labels = [], []
+        for i, (msgs, target) in enumerate(zip(prompts, targets)):
+            t = tokens[i]
+            visual = self.visual_embeddings(t) if self.use_visual_tokens else None
+            cues = self.predict_findings(t)[1] if self.use_cues else None
+            text = self.llm.render(self.prepare_messages(msgs, cues, visual is not None))
+            p_emb = self.llm.embed_prompt(text, visual)[0]
+            ids = tok(target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt").input_ids[0]
+            ids = ids.to(dev)
+            seqs.append(torch.cat([p_emb, emb_layer(ids).to(p_emb.dtype)], 0))
+            labels.append(torch.cat([torch.full((p_emb.shape[0],), -100, device=dev), ids]))
+        L = max(s.shape[0] for s in seqs)
+        H = seqs[0].shape[1]
+        x = torch.zeros(len(seqs), L, H, dtype=seqs[0].dtype, device=dev)
+        y = torch.full((len(seqs), L), -100, dtype=torch.long, device=dev)
+        mask = torch.zeros(len(seqs), L, dtype=torch.long, device=dev)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            x[i, :len(s)], y[i, :len(s)], mask[i, :len(s)] = s, lab, 1
+        return self.llm.model(inputs_embeds=x, attention_mask=mask, labels=y).loss
+
+    def prototype_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Contrastive prototype loss; tokens (B, N, D), labels (B, 18) 0/1/NaN."""
+        dev = next(self.bridge.parameters()).device
+        return self.bridge.prototypes.loss(tokens.to(dev, torch.float32), labels.to(dev, torch.float32))
+
+
+def arch_from_config(config: Config) -> dict[str, Any]:
+    """The architecture description a checkpoint stores (everything needed to rebuild the modules)."""
+    sec = config.section("model")
+    enc = dict(sec.get("encoder") or {"kind": "astra"})
+    preset = enc.pop("preset", None) or config.get("vision.preset", "astra")
+    presets = config.get("vision.presets") or {}
+    if preset not in presets:
+        raise ConfigError(f"preprocessing preset {preset!r} is not defined under vision.presets "
+                          f"(known: {', '.join(presets) or 'none'})")
+    protos = dict(sec.get("prototypes") or {})
+    llm = dict(sec.get("llm") or {})
+    return {
+        "encoder": enc,
+        "resampler": dict(sec.get("resampler") or {}),
+        "prototypes_arch": {k: protos[k] for k in ("width", "per_class", "temperature") if k in protos},
+        "llm_name": str(llm.get("name_or_path", "embedded:smollm2-135m-instruct")),
+        "lora": llm.get("lora"),
+        "preset": preset,
+        "preset_params": dict(presets[preset]),
+    }
+
+
+def _short_hash(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def is_demo_label(label: str) -> bool:
+    return DEMO_WEIGHTS_NOTICE in label
