@@ -1,0 +1,440 @@
+"""Classical (weight-free) segmentation of chest CT into the 10 RadGenome regions and measurement structures.
+
+Everything here runs on a *work grid* (the caller block-averages the CT to ~1.6 mm in-plane); arrays are (X, Y, Z)
+in RAS voxel order (+X patient right, +Y anterior, +Z superior), HU as float32, ``sp`` the voxel size in mm.
+Methods are thresholds, connected components, per-slice tracking and distance transforms (scipy.ndimage), so they
+work with or without IV contrast; anything not found is left empty and reported absent by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from vision import regions_ops as ops
+
+LUNG_HU = -400.0  # air/lung vs soft tissue (midway between aerated lung ~-850 and soft tissue ~40)
+AIRWAY_HU = -600.0  # airway lumen (air) vs airway wall; stricter so the wall separates trachea from lung in 2D
+BONE_HU = 150.0  # trabecular bone and cortex; contrast blood pools (150-450 HU) are removed by the cortex test
+CORTEX_HU = 500.0
+METAL_HU = 2500.0
+
+
+def _slice_label(mask2d: np.ndarray):
+    return ndi.label(mask2d)
+
+
+def find_body(hu: np.ndarray, sp) -> np.ndarray:
+    """Patient body: HU > -500, opened to cut the table, largest component, holes filled per slice."""
+    body = hu > -500
+    body = ndi.binary_opening(body, structure=ops.ball(2.0, sp, in_plane=True))
+    body = ops.largest(body)
+    return ops.fill_holes_2d(body)
+
+
+def find_airway(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, dict]:
+    """Trachea and main bronchi by tracking the midline air tube down from the top slice (2D components).
+
+    Returns (airway mask, info with ``carina_z`` / ``trachea_top_z`` slice indices or None).
+    """
+    air = (hu < AIRWAY_HU) & body
+    X, Y, Z = hu.shape
+    px = sp[0] * sp[1]
+    airway = np.zeros_like(air)
+    info: dict = {"carina_z": None, "trachea_top_z": None, "trachea_bottom_z": None}
+    start, cur, prev_area = None, None, None
+    zmin_search = max(0, Z - 1 - int(round(80.0 / sp[2])))  # the trachea must start within 8 cm of the top slice
+    for z in range(Z - 1, zmin_search - 1, -1):
+        if not body[:, :, z].any():
+            continue
+        bx = np.flatnonzero(body[:, :, z].any(axis=1))
+        cx = 0.5 * (bx[0] + bx[-1])
+        lab, n = _slice_label(air[:, :, z])
+        best = None
+        for i, sl in enumerate(ndi.find_objects(lab), start=1):
+            comp = lab[sl] == i
+            area = comp.sum() * px
+            if not 40.0 <= area <= 700.0:
+                continue
+            fill = comp.sum() / comp.size
+            ccx = (sl[0].start + sl[0].stop - 1) / 2
+            if abs(ccx - cx) * sp[0] > 25.0 or fill < 0.45:
+                continue
+            w = (sl[0].stop - sl[0].start) * sp[0], (sl[1].stop - sl[1].start) * sp[1]
+            if max(w) > 2.5 * min(w):
+                continue
+            if best is None or abs(ccx - cx) < best[0]:
+                best = (abs(ccx - cx), lab == i, area)
+        if best is not None:
+            start, cur, prev_area = z, best[1], best[2]
+            break
+    if start is None:
+        return airway, info
+    airway[:, :, start] = cur
+    branches = [(cur, prev_area)]
+    carina = None
+    st = ndi.generate_binary_structure(2, 2)
+    bottom = start
+    for z in range(start - 1, -1, -1):
+        lab, n = _slice_label(air[:, :, z])
+        new = []
+        for bmask, barea in branches:
+            hit = np.unique(lab[ndi.binary_dilation(bmask, st) & (lab > 0)])
+            for i in hit:
+                comp = lab == i
+                area = comp.sum() * px
+                if area > max(3.0 * barea, 250.0) or area > 700.0:
+                    continue  # this branch opened into lung parenchyma: stop it
+                if any((comp & c).any() for c, _ in new):
+                    continue
+                new.append((comp, area))
+        if not new:
+            break
+        if len(new) >= 2 and carina is None:
+            carina = z
+        if carina is not None and (carina - z) * sp[2] > 50.0:
+            break
+        for comp, _ in new:
+            airway[:, :, z] |= comp
+        branches = new
+        bottom = z
+    if (start - bottom) * sp[2] < 20.0:  # too short to be a trachea (bowel gas, artefact)
+        return np.zeros_like(air), info
+    info.update(carina_z=carina, trachea_top_z=start, trachea_bottom_z=bottom)
+    return airway, info
+
+
+def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_is_plus_x: bool):
+    """Left/right lungs: large air components inside the body minus the airway, split into two sides.
+
+    Returns (lung_left, lung_right, lungs_raw) where the side masks are hole-filled (vessels and nodules inside)
+    and ``lungs_raw`` holds only the aerated voxels.
+    """
+    vml = float(np.prod(sp)) / 1000.0
+    air = (hu < LUNG_HU) & body & ~ops.dilate(airway, 2.0, sp, in_plane=True)
+    lab, sizes = ops.components(air)
+    keep = np.zeros(sizes.size, bool)
+    if sizes.max(initial=0) > 0:
+        means = ndi.mean(hu, lab, index=np.arange(sizes.size))
+        objs = ndi.find_objects(lab)
+        by = np.flatnonzero(body.any(axis=(0, 2)))
+        y_post = by[0] + 0.35 * (by[-1] - by[0])  # posterior 35% of the body
+        # lungs reach the posterior costophrenic recesses (supine) and the top of the air in the scan; stomach
+        # and bowel gas (anterior when supine, lower) do not
+        cands = [i for i in np.flatnonzero(sizes) if sizes[i] * vml >= 5.0 and -960.0 <= means[i] <= -500.0
+                 and objs[i - 1][1].start <= y_post]
+        if cands:
+            top = max(objs[i - 1][2].stop for i in cands)
+            big = max(sizes[i] for i in cands)
+            for i in cands:
+                near_top = (top - objs[i - 1][2].stop) * sp[2] <= 40.0
+                keep[i] = (near_top and sizes[i] >= 0.02 * big) or sizes[i] >= 0.3 * big
+    lungs = keep[lab]
+    empty = np.zeros_like(lungs)
+    if not lungs.any():
+        return empty, empty, empty
+    # split into two sides: components first, erosion if they touch, nearest-seed propagation back
+    lab, sizes = ops.components(lungs)
+    order = np.argsort(sizes)[::-1]
+    seeds = None
+    if sizes.size > 2 and sizes[order[1]] >= 0.15 * sizes[order[0]]:
+        seeds = (lab == order[0], lab == order[1])
+    else:
+        er = lungs
+        for _ in range(8):
+            er = ndi.binary_erosion(er, ndi.generate_binary_structure(3, 1))
+            l2, s2 = ops.components(er)
+            o2 = np.argsort(s2)[::-1]
+            if s2.size > 2 and s2[o2[1]] >= 0.15 * s2[o2[0]]:
+                seeds = (l2 == o2[0], l2 == o2[1])
+                break
+    xs = np.arange(lungs.shape[0])[:, None, None]
+    if seeds is not None:
+        seedlab = np.zeros(lungs.shape, np.int8)
+        seedlab[seeds[0]], seedlab[seeds[1]] = 1, 2
+        _, ind = ndi.distance_transform_edt(seedlab == 0, sampling=sp, return_indices=True)
+        side = seedlab[tuple(ind)]
+        a, b = lungs & (side == 1), lungs & (side == 2)
+        ca, cb = ndi.center_of_mass(a)[0], ndi.center_of_mass(b)[0]
+        right, left = (a, b) if (ca > cb) == right_is_plus_x else (b, a)
+    else:  # one lung only (or unsplittable): decide its side by the body midline
+        bx = np.flatnonzero(body.any(axis=(1, 2)))
+        mid = 0.5 * (bx[0] + bx[-1])
+        is_right = (xs > mid) if right_is_plus_x else (xs < mid)
+        right, left = lungs & is_right, lungs & ~is_right
+        vr, vl = right.sum(), left.sum()
+        if min(vr, vl) < 0.1 * max(vr, vl):  # a single lung: do not split it at the midline
+            right, left = (lungs, empty) if vr >= vl else (empty, lungs)
+    filled = []
+    for m, other in ((left, right), (right, left)):
+        if not m.any():
+            filled.append(m)
+            continue
+        bb = ops.bbox(m, margin=4)
+        sub = ops.close(m[bb], 4.0, sp, in_plane=True)
+        sub = ops.fill_holes_2d(sub) & body[bb] & ~airway[bb] & ~other[bb]
+        out = np.zeros_like(m)
+        out[bb] = sub
+        filled.append(out | m)
+    return filled[0], filled[1], lungs
+
+
+def approximate_lobes(lung: np.ndarray, side: str) -> dict[str, np.ndarray]:
+    """Geometric lobe approximation (no fissure detection): oblique fissure as a plane in the lung's bounding box.
+
+    In normalised box coordinates (z' 0 = base, 1 = apex; y' 0 = posterior, 1 = anterior) the lower lobe is
+    z' < 0.75 - 0.65 y'; on the right the middle lobe is the anterior part below the horizontal fissure z' < 0.45.
+    """
+    out: dict[str, np.ndarray] = {}
+    bb = ops.bbox(lung)
+    if bb is None:
+        return out
+    Y, Z = lung.shape[1], lung.shape[2]
+    y = (np.arange(Y)[None, :, None] - bb[1].start) / max(1, bb[1].stop - 1 - bb[1].start)
+    z = (np.arange(Z)[None, None, :] - bb[2].start) / max(1, bb[2].stop - 1 - bb[2].start)
+    lower = z < 0.75 - 0.65 * y
+    if side == "left":
+        out["lung_upper_lobe_left"] = lung & ~lower
+        out["lung_lower_lobe_left"] = lung & lower
+    else:
+        middle = ~lower & (z < 0.45)
+        out["lung_upper_lobe_right"] = lung & ~lower & ~middle
+        out["lung_middle_lobe_right"] = lung & middle
+        out["lung_lower_lobe_right"] = lung & lower
+    return out
+
+
+def find_bone(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, np.ndarray]:
+    """Bone (components of HU > 180 that hold cortex > 500 HU) and metal (HU > 2500) masks."""
+    vml = float(np.prod(sp)) / 1000.0
+    metal = (hu > METAL_HU) & ops.dilate(body, 10.0, sp)
+    cand = (hu > BONE_HU) & body & ~metal
+    lab, sizes = ops.components(cand)
+    if sizes.max(initial=0) == 0:
+        return np.zeros_like(cand), metal
+    cortex = ndi.sum(hu > CORTEX_HU, lab, index=np.arange(sizes.size))
+    ok = (sizes * vml >= 0.2) & (cortex >= np.maximum(2, 0.05 * sizes))
+    ok[0] = False
+    bone = ok[lab]
+    # osteopenic trabecular bone can sit below the threshold inside its cortical ring: fill per slice
+    bone |= ops.fill_holes_2d(bone) & body & (hu > -100.0)
+    return bone, metal
+
+
+def spine_track(bone: np.ndarray, body: np.ndarray, sp, right_is_plus_x: bool) -> dict:
+    """Per-slice spine centre (x, y) and vertebral body anterior edge (y), interpolated where missing."""
+    X, Y, Z = bone.shape
+    vx = np.full(Z, np.nan)
+    vy = np.full(Z, np.nan)
+    xs, ys = np.arange(X), np.arange(Y)
+    for z in range(Z):
+        b = body[:, :, z]
+        if not b.any():
+            continue
+        bxi = np.flatnonzero(b.any(axis=1))
+        byi = np.flatnonzero(b.any(axis=0))
+        cx, cy = 0.5 * (bxi[0] + bxi[-1]), 0.5 * (byi[0] + byi[-1])
+        win = bone[:, :, z] & (np.abs(xs[:, None] - cx) * sp[0] < 25.0) & (ys[None, :] < cy)
+        if win.sum() * sp[0] * sp[1] < 50.0:
+            continue
+        ii, jj = np.nonzero(win)
+        vx[z], vy[z] = ii.mean(), jj.mean()
+    good = np.isfinite(vx)
+    if good.sum() == 0:
+        return {"found": False}
+    zz = np.arange(Z)
+    vx = np.interp(zz, zz[good], vx[good])
+    vy = np.interp(zz, zz[good], vy[good])
+    vx, vy = ndi.median_filter(vx, 5, mode="nearest"), ndi.median_filter(vy, 5, mode="nearest")
+    X_, Y_ = xs[:, None, None], ys[None, :, None]
+    near = (np.abs(X_ - vx[None, None, :]) * sp[0] < 40.0) & ((Y_ - vy[None, None, :]) * sp[1] > -50.0) & \
+        ((Y_ - vy[None, None, :]) * sp[1] < 45.0)
+    vert = bone & near
+    # anterior edge of the vertebral body: the most anterior bone within 15 mm of the midline
+    core = bone & (np.abs(X_ - vx[None, None, :]) * sp[0] < 15.0) & ((Y_ - vy[None, None, :]) * sp[1] < 45.0)
+    ant = np.where(core.any(axis=(0, 1)), (core * Y_).max(axis=(0, 1)), np.nan)
+    okz = np.isfinite(ant)
+    ant = np.interp(zz, zz[okz], ant[okz]) if okz.any() else vy + 25.0 / sp[1]
+    return {"found": True, "vx": vx, "vy": vy, "ant_y": ant, "vertebrae": vert}
+
+
+def find_descending_aorta(hu: np.ndarray, body: np.ndarray, bone: np.ndarray, lungs: np.ndarray, spine: dict, sp,
+                          right_is_plus_x: bool, contrast: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Descending/abdominal aorta: per slice, the largest inscribed circle of non-fat tissue left-anterior of the spine.
+
+    Returns (mask, per-slice inscribed radius in mm, 0 where not found).
+    """
+    X, Y, Z = hu.shape
+    out = np.zeros(hu.shape, bool)
+    radius = np.zeros(Z)
+    if not spine.get("found"):
+        return out, radius
+    tissue = (hu > (120.0 if contrast else -20.0)) & (hu < 700.0) & body & ~ops.dilate(bone, 2.0, sp, True) & ~lungs
+    xs, ys = np.arange(X)[:, None], np.arange(Y)[None, :]
+    left_sign = -1.0 if right_is_plus_x else 1.0
+    prev = None
+    for z in range(Z - 1, -1, -1):
+        vx, ant = spine["vx"][z], spine["ant_y"][z]
+        dxl = (xs - vx) * left_sign * sp[0]  # mm towards the patient's left
+        dy = (ys - ant) * sp[1]
+        win = (dxl > -15.0) & (dxl < 50.0) & (dy > -30.0) & (dy < 45.0)
+        t = tissue[:, :, z] & win
+        if not t.any():
+            prev = None
+            continue
+        d = ndi.distance_transform_edt(t, sampling=sp[:2])
+        if prev is not None:  # continuity: stay within 12 mm of the previous centre
+            d = np.where(np.hypot((xs - prev[0]) * sp[0], (ys - prev[1]) * sp[1]) < 12.0, d, 0)
+        i, j = np.unravel_index(int(d.argmax()), d.shape)
+        r = float(d[i, j])
+        if not 5.0 <= r <= 22.0:
+            prev = None
+            continue
+        disk = np.hypot((xs - i) * sp[0], (ys - j) * sp[1]) <= r + 0.5 * max(sp[0], sp[1])
+        out[:, :, z] = disk & t
+        radius[z] = r
+        prev = (i, j)
+    out = ops.largest(out)
+    radius[~out.any(axis=(0, 1))] = 0.0
+    return out, radius
+
+
+def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: bool = True):
+    """Run the whole classical pipeline on the work grid.
+
+    Returns (regions, structures, info): dicts of bool (X, Y, Z) masks (possibly empty) and a dict of facts
+    (contrast, carina slice, spine track, aorta radius per slice).
+    """
+    X, Y, Z = hu.shape
+    xs, ys, zs = np.arange(X)[:, None, None], np.arange(Y)[None, :, None], np.arange(Z)[None, None, :]
+    empty = np.zeros(hu.shape, bool)
+    info: dict = {}
+    body = find_body(hu, sp)
+    airway, ainfo = find_airway(hu, body, sp)
+    info.update(ainfo)
+    lung_left, lung_right, lungs_raw = find_lungs(hu, body, airway, sp, right_is_plus_x)
+    lungs = lung_left | lung_right
+    if airway.any():
+        zl0 = np.flatnonzero(lungs.any(axis=(0, 1)))
+        # a trachea starts at or above the lung apices and divides above the lung bases; anything else is gas
+        # in the stomach/bowel or the oesophagus
+        ok = zl0.size and (zl0[-1] - info["trachea_top_z"]) * sp[2] <= 30.0 and info["trachea_bottom_z"] > zl0[0]
+        if not ok:
+            airway = np.zeros_like(airway)
+            info.update(carina_z=None, trachea_top_z=None, trachea_bottom_z=None)
+            lung_left, lung_right, lungs_raw = find_lungs(hu, body, airway, sp, right_is_plus_x)
+            lungs = lung_left | lung_right
+    bone, metal = find_bone(hu, body, sp)
+    spine = spine_track(bone, body, sp, right_is_plus_x)
+    info["spine"] = spine
+    structures: dict[str, np.ndarray] = {"body": body, "lung_left": lung_left, "lung_right": lung_right,
+                                         "lungs_aerated": lungs_raw, "airway": airway, "bone": bone, "metal": metal,
+                                         "vertebrae": spine.get("vertebrae", empty)}
+    structures.update(approximate_lobes(lung_left, "left"))
+    structures.update(approximate_lobes(lung_right, "right"))
+    # trachea = airway above the carina (bronchi below it)
+    if info["carina_z"] is not None:
+        structures["trachea"] = airway & (zs > info["carina_z"])
+        structures["main_bronchi"] = airway & (zs <= info["carina_z"])
+    else:
+        structures["trachea"], structures["main_bronchi"] = airway, empty
+
+    # thoracic cavity: lungs closed per slice with a 30 mm disk, holes filled (between-lung space = mediastinum)
+    cavity = empty.copy()
+    zl = np.flatnonzero(lungs.any(axis=(0, 1)))
+    if zl.size:
+        bb = ops.bbox(lungs, margin=2)
+        cavity[bb] = ops.fill_holes_2d(ops.close(lungs[bb], 30.0, sp, in_plane=True)) & body[bb]
+    structures["thoracic_cavity"] = cavity
+    lungs_d = ops.dilate(lungs, 2.0, sp, in_plane=True) if lungs.any() else empty
+    bone_d = ops.dilate(bone, 3.0, sp, in_plane=True) if bone.any() else empty
+    ant_y = spine["ant_y"][None, None, :] if spine.get("found") else np.full((1, 1, Z), -1e9)
+    vy = spine["vy"][None, None, :] if spine.get("found") else np.full((1, 1, Z), -1e9)
+
+    # aorta needs the contrast state; estimate it from the brightest mediastinal soft tissue first
+    med_soft = cavity & ~lungs_d & ~bone_d & (hu > -20) & (hu < 700)
+    contrast = bool(med_soft.sum() > 100 and np.percentile(hu[med_soft], 75) > 130.0)
+    if not med_soft.any() and body.any():  # abdominal scan: look at the whole body soft tissue
+        soft = body & (hu > -20) & (hu < 700) & ~bone_d
+        contrast = bool(soft.sum() > 100 and np.percentile(hu[soft], 90) > 200.0)
+    info["contrast"] = contrast
+    aorta, aorta_r = find_descending_aorta(hu, body, bone, lungs_d, spine, sp, right_is_plus_x, contrast)
+    structures["aorta"] = aorta
+    info["aorta_radius_mm"] = aorta_r
+
+    # heart: the largest soft-tissue blob in the cavity below the carina, anterior to the spine (opened by 10 mm)
+    heart = empty.copy()
+    if cavity.any():
+        cand = cavity & ~lungs_d & ~bone_d & ~ops.dilate(aorta, 2.0, sp, True) & ~airway & (hu > -30) & (hu < 1000)
+        cand &= ys > ant_y + 3.0 / sp[1]
+        if info["carina_z"] is not None:
+            cand &= zs < info["carina_z"] - int(round(5.0 / sp[2]))
+        core = ops.largest(ops.erode(cand, 10.0, sp)) if cand.any() else empty
+        if core.sum() * np.prod(sp) / 1000.0 > 10.0:
+            heart = ops.fill_holes_2d(ops.dilate(core, 11.0, sp) & cand)
+            heart = ops.largest(heart)
+    structures["heart"] = heart
+
+    # oesophagus: approximate tube between the airway/heart and the spine, left of midline (no lumen tracking)
+    eso = empty.copy()
+    if spine.get("found") and zl.size:
+        ex = spine["vx"][None, None, :] + (-1.0 if right_is_plus_x else 1.0) * 6.0 / sp[0]
+        ey = spine["ant_y"][None, None, :] + 10.0 / sp[1]
+        tube = np.hypot((xs - ex) * sp[0], (ys - ey) * sp[1]) <= 9.0
+        eso = tube & (zs >= zl[0]) & body & ~bone & ~aorta & ~lungs & ~airway & ~heart & (hu > -200)
+    structures["esophagus"] = eso
+
+    # mediastinum: cavity minus lungs, heart and bone, anterior to the spinal canal
+    mediastinum = cavity & ~lungs_d & ~bone_d & ~heart & (ys > vy) if cavity.any() else empty
+    if info["carina_z"] is not None or mediastinum.any():
+        mediastinum |= (aorta | structures["trachea"] | eso) & (zs >= (zl[0] if zl.size else 0))
+        mediastinum &= ~heart
+
+    # pleura: a 5 mm shell around the lungs inside the body (effusions are measured separately)
+    pleura = (ops.dilate(lungs, 5.0, sp) & ~lungs & body & ~bone) if lungs.any() else empty
+
+    # thyroid: bright (iodinated) tissue beside the trachea above the lung apices; absent when out of the field
+    thyroid = empty.copy()
+    tr = structures["trachea"]
+    if tr.any() and zl.size:
+        top_l = zl[-1]
+        zlow = top_l - int(round(10.0 / sp[2]))
+        near_tr = ops.dilate(tr, 30.0, sp, in_plane=True) & ~ops.dilate(tr, 2.0, sp, in_plane=True)
+        lo, hi = (80.0, 300.0) if not contrast else (120.0, 400.0)
+        thyroid = near_tr & (zs > zlow) & (hu > lo) & (hu < hi) & ~bone_d & ~lungs_d & body
+        thyroid = ndi.binary_opening(thyroid, structure=ops.ball(2.0, sp))
+        if thyroid.sum() * np.prod(sp) / 1000.0 < 2.0:
+            thyroid = empty.copy()
+
+    # breast / anterior chest wall: body anterior to the cavity, outside it and the ribs, over the lung z range
+    breast = empty.copy()
+    if cavity.any():
+        cy = np.array([np.flatnonzero(cavity[:, :, z].any(axis=0)).mean() if cavity[:, :, z].any() else np.nan
+                       for z in range(Z)])
+        cy = np.where(np.isfinite(cy), cy, np.inf)[None, None, :]
+        breast = body & ~ops.dilate(cavity, 12.0, sp, True) & ~bone_d & (ys > cy) & (zs >= zl[0]) & (hu > -200)
+
+    # abdomen: body below the diaphragm level (lung cross-section < half its maximum below the widest slice)
+    if zl.size:
+        area = lungs.sum(axis=(0, 1)).astype(float)
+        zmax = int(area.argmax())
+        below = np.flatnonzero(area[:zmax] < 0.5 * area[zmax])
+        z_diaph = int(below[-1]) if below.size else -1
+        abdomen = body & ~bone & ~lungs_d & (zs <= z_diaph)
+    else:
+        abdomen = body & ~bone
+    info["z_diaphragm"] = int(below[-1]) if zl.size and below.size else None
+
+    regions = {
+        "lung": lungs,
+        "trachea_and_bronchi": airway,
+        "mediastinum": mediastinum,
+        "heart": heart,
+        "esophagus": eso,
+        "pleura": pleura,
+        "bone": bone,
+        "thyroid": thyroid,
+        "breast": breast,
+        "abdomen": abdomen,
+    }
+    return regions, structures, info

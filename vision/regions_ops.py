@@ -1,0 +1,120 @@
+"""Small morphology helpers in millimetres (scipy.ndimage underneath) shared by the region and measurement code.
+
+All masks are bool arrays (X, Y, Z) in RAS voxel order; ``spacing`` is the voxel size in mm along (X, Y, Z).
+"In-plane" operations act on each axial (X, Y) slice independently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Iterator
+
+import numpy as np
+from scipy import ndimage as ndi
+
+_INPLANE_Z = 1e6  # EDT sampling along Z that makes a 3D distance transform behave per axial slice
+
+
+def ball(radius_mm: float, spacing: tuple[float, float, float], in_plane: bool = False) -> np.ndarray:
+    """Ellipsoidal structuring element of ``radius_mm`` on an anisotropic grid (at least the 3x3 cross)."""
+    r = [max(0, int(np.floor(radius_mm / s + 1e-6))) for s in spacing]
+    if in_plane:
+        r[2] = 0
+    if max(r) == 0:
+        return ndi.generate_binary_structure(3, 1)
+    g = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
+    d = sum((gi * s) ** 2 for gi, s in zip(g, spacing))
+    return d <= radius_mm ** 2 + 1e-6
+
+
+def dilate(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
+    """Euclidean dilation by ``radius_mm`` via a distance transform (fast for large radii)."""
+    if not mask.any():
+        return mask.copy()
+    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
+    return ndi.distance_transform_edt(~mask, sampling=samp) <= radius_mm
+
+
+def erode(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
+    """Euclidean erosion by ``radius_mm`` via a distance transform."""
+    if not mask.any():
+        return mask.copy()
+    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
+    return ndi.distance_transform_edt(mask, sampling=samp) > radius_mm
+
+
+def close(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
+    return erode(dilate(mask, radius_mm, spacing, in_plane), radius_mm, spacing, in_plane)
+
+
+def open_(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
+    return dilate(erode(mask, radius_mm, spacing, in_plane), radius_mm, spacing, in_plane)
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in every axial slice (in-plane 4-connectivity)."""
+    st = np.zeros((3, 3, 3), bool)
+    st[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    return ndi.binary_fill_holes(mask, structure=st)
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label 6-connected components; returns (labels, sizes) with sizes[0] = 0 for the background."""
+    lab, n = ndi.label(mask)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return lab, sizes
+
+
+def largest(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component (empty in, empty out)."""
+    lab, sizes = components(mask)
+    if sizes.size <= 1 or sizes.max() == 0:
+        return np.zeros_like(mask, bool)
+    return lab == int(sizes.argmax())
+
+
+def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Bounding-box slices of a mask (None when empty), grown by ``margin`` voxels and clipped."""
+    idx = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
+    if any(len(i) == 0 for i in idx):
+        return None
+    return tuple(slice(max(0, int(i[0]) - margin), min(mask.shape[k], int(i[-1]) + 1 + margin))
+                 for k, i in enumerate(idx))
+
+
+def block_mean(a: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """Downsample by integer ``factors`` with a block average (edge-padded); float32 out."""
+    if factors == (1, 1, 1):
+        return np.asarray(a, np.float32)
+    pad = [(0, (-s) % f) for s, f in zip(a.shape, factors)]
+    a = np.pad(np.asarray(a, np.float32), pad, mode="edge") if any(p[1] for p in pad) else np.asarray(a, np.float32)
+    X, Y, Z = (s // f for s, f in zip(a.shape, factors))
+    fx, fy, fz = factors
+    return a.reshape(X, fx, Y, fy, Z, fz).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def upsample_nearest(mask: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a work-grid mask back to the original grid ``shape``."""
+    if factors == (1, 1, 1):
+        return mask
+    idx = [np.minimum(np.arange(n) // f, m - 1) for n, f, m in zip(shape, factors, mask.shape)]
+    return mask[np.ix_(*idx)]
+
+
+class UpsampledMasks(Mapping):
+    """A read-only dict of masks kept on the work grid and upsampled (then cached) on first access."""
+
+    def __init__(self, work: dict[str, np.ndarray], factors: tuple[int, int, int], shape: tuple[int, int, int]):
+        self._work, self._factors, self._shape, self._cache = work, factors, shape, {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = upsample_nearest(self._work[key], self._factors, self._shape)
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._work)
+
+    def __len__(self) -> int:
+        return len(self._work)
