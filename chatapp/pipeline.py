@@ -181,7 +181,7 @@ class Pipeline:
         try:
             from vision.regions import compute_regions
 
-            res = compute_regions(study.volume)
+            res = compute_regions(study.volume, backend=str(self.config.get("regions.backend", "auto") or "auto"))
             study.regions = dict(res.masks)
             study.absent_regions = list(res.absent)
             study._region_result = res  # type: ignore[attr-defined]  # kept for measure()
@@ -264,7 +264,7 @@ class Pipeline:
         out: dict[str, str] = {}
         m = self.model
         for sec in rep.sections:
-            if sec.region == "recommendations":
+            if sec.region in ("recommendations", "impression"):  # the impression restates findings verbatim
                 continue
             for s in sec.sentences:
                 if mode == "findings" and not s.findings:

@@ -311,8 +311,8 @@ def build_structured_report(study: Study, settings: dict[str, Any],
     for i, s in enumerate(rep.sentences()):
         s.id = f"s{i}"
     if not have_model:
-        rep.notices.append("Model findings unavailable: this report comes from measurements only; findings that "
-                           "need the model (e.g. opacity, consolidation) were not assessed.")
+        rep.notices.append("Model findings unavailable: this report comes from measurements only; findings without a "
+                           "measurement were not assessed.")
     return rep
 
 

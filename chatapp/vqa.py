@@ -79,7 +79,8 @@ _LOCATION = re.compile(r"\b(where|location|located|locali[sz]ed|which (lobe|side
                        r"what (particular |specific )?(region|area|location|spot|lobe|side)|occupy|in which)\b")
 _ABNORMAL = re.compile(r"\b(abnormalit\w*|anomal\w*|abnormal findings|irregular\w*|findings|disorders|"
                        r"what('s| is) wrong|patholog\w*)\b")
-_AUX = re.compile(r"^\s*(can|could|is|are|does|do|did|was|were|has|have|any|show)\b")
+_AUX = re.compile(r"^\s*(?:(?:and|so|also|ok|okay|then|but|now)\b[\s,]*)?"
+                  r"(can|could|is|are|does|do|did|was|were|has|have|any|show)\b")
 _PHI = re.compile(r"\b(name|named|age|old|birth|born|address|phone|hospital|institution|who is the patient|"
                   r"gender|sex|social security|mrn|record number|date of|when was)\b")
 _MEDICAL = re.compile(r"\b(ct|scan|finding\w*|measure\w*|guideline\w*|follow[- ]?up|fleischner|risk|hu|hounsfield|"
