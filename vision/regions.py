@@ -91,7 +91,7 @@ def _absent(masks: Mapping[str, np.ndarray], spacing) -> list[str]:
 CLASSICAL_METHODS = {
     "lung": "air components (HU < -400) inside the body minus the airway, split left/right, holes filled per slice",
     "trachea_and_bronchi": "midline air tube (HU < -600) tracked slice by slice from the top to 5 cm below the carina",
-    "mediastinum": "space between the lungs (30 mm per-slice closing) anterior to the spinal canal, minus heart/bone",
+    "mediastinum": "space between the lungs (per-slice convex hull) anterior to the spinal canal, minus heart/bone",
     "heart": "largest soft-tissue blob (HU -30..1000) in the mediastinum below the carina, 10 mm opening",
     "esophagus": "approximate: 9 mm tube anterior-left of the vertebral bodies over the lung z range",
     "pleura": "5 mm shell around the lungs inside the body",

@@ -100,7 +100,8 @@ def find_airway(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, dict]
         bottom = z
     if (start - bottom) * sp[2] < 20.0:  # too short to be a trachea (bowel gas, artefact)
         return np.zeros_like(air), info
-    info.update(carina_z=carina, trachea_top_z=start, trachea_bottom_z=bottom)
+    # no division seen (bronchi opened straight into lung): the tracked tube's end is the carina level
+    info.update(carina_z=carina if carina is not None else bottom, trachea_top_z=start, trachea_bottom_z=bottom)
     return airway, info
 
 
@@ -134,6 +135,8 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
     if not lungs.any():
         return empty, empty, empty
     # split into two sides: components first, erosion if they touch, nearest-seed propagation back
+    full_shape, bbl = lungs.shape, ops.bbox(lungs, margin=1)
+    lungs = lungs[bbl]  # work inside the lungs' bounding box (erosions and the seed transform are costly)
     lab, sizes = ops.components(lungs)
     order = np.argsort(sizes)[::-1]
     seeds = None
@@ -148,7 +151,7 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
             if s2.size > 2 and s2[o2[1]] >= 0.15 * s2[o2[0]]:
                 seeds = (l2 == o2[0], l2 == o2[1])
                 break
-    xs = np.arange(lungs.shape[0])[:, None, None]
+    xs = np.arange(bbl[0].start, bbl[0].stop)[:, None, None]
     if seeds is not None:
         seedlab = np.zeros(lungs.shape, np.int8)
         seedlab[seeds[0]], seedlab[seeds[1]] = 1, 2
@@ -164,7 +167,11 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
         right, left = lungs & is_right, lungs & ~is_right
         vr, vl = right.sum(), left.sum()
         if min(vr, vl) < 0.1 * max(vr, vl):  # a single lung: do not split it at the midline
-            right, left = (lungs, empty) if vr >= vl else (empty, lungs)
+            z0 = np.zeros_like(lungs)
+            right, left = (lungs, z0) if vr >= vl else (z0, lungs)
+    left_f, right_f, lungs_f = (np.zeros(full_shape, bool) for _ in range(3))
+    left_f[bbl], right_f[bbl], lungs_f[bbl] = left, right, lungs
+    left, right, lungs = left_f, right_f, lungs_f
     filled = []
     for m, other in ((left, right), (right, left)):
         if not m.any():
@@ -207,7 +214,7 @@ def approximate_lobes(lung: np.ndarray, side: str) -> dict[str, np.ndarray]:
 def find_bone(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, np.ndarray]:
     """Bone (components of HU > 180 that hold cortex > 500 HU) and metal (HU > 2500) masks."""
     vml = float(np.prod(sp)) / 1000.0
-    metal = (hu > METAL_HU) & ops.dilate(body, 10.0, sp)
+    metal = (hu > METAL_HU) & body
     cand = (hu > BONE_HU) & body & ~metal
     lab, sizes = ops.components(cand)
     if sizes.max(initial=0) == 0:
@@ -339,12 +346,12 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
     else:
         structures["trachea"], structures["main_bronchi"] = airway, empty
 
-    # thoracic cavity: lungs closed per slice with a 30 mm disk, holes filled (between-lung space = mediastinum)
+    # thoracic cavity: per-slice convex hull of the lungs (between-lung space = mediastinum and heart)
     cavity = empty.copy()
     zl = np.flatnonzero(lungs.any(axis=(0, 1)))
     if zl.size:
         bb = ops.bbox(lungs, margin=2)
-        cavity[bb] = ops.fill_holes_2d(ops.close(lungs[bb], 30.0, sp, in_plane=True)) & body[bb]
+        cavity[bb] = ops.convex_hull_2d(lungs[bb]) & body[bb]
     structures["thoracic_cavity"] = cavity
     lungs_d = ops.dilate(lungs, 2.0, sp, in_plane=True) if lungs.any() else empty
     bone_d = ops.dilate(bone, 3.0, sp, in_plane=True) if bone.any() else empty

@@ -31,16 +31,34 @@ def dilate(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) 
     """Euclidean dilation by ``radius_mm`` via a distance transform (fast for large radii)."""
     if not mask.any():
         return mask.copy()
+    if _small(radius_mm, spacing):
+        return ndi.binary_dilation(mask, structure=ball(radius_mm, spacing, in_plane))
+    m = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
+    if in_plane:
+        m[2] = 0
+    bb = bbox(mask, margin=max(m))
     samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
-    return ndi.distance_transform_edt(~mask, sampling=samp) <= radius_mm
+    out = np.zeros_like(mask, dtype=bool)
+    out[bb] = ndi.distance_transform_edt(~mask[bb], sampling=samp) <= radius_mm
+    return out
 
 
 def erode(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
     """Euclidean erosion by ``radius_mm`` via a distance transform."""
     if not mask.any():
         return mask.copy()
+    if _small(radius_mm, spacing):
+        return ndi.binary_erosion(mask, structure=ball(radius_mm, spacing, in_plane))
+    bb = bbox(mask, margin=1)
     samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
-    return ndi.distance_transform_edt(mask, sampling=samp) > radius_mm
+    out = np.zeros_like(mask, dtype=bool)
+    out[bb] = ndi.distance_transform_edt(np.pad(mask[bb], 1), sampling=samp)[1:-1, 1:-1, 1:-1] > radius_mm
+    return out
+
+
+def _small(radius_mm: float, spacing) -> bool:
+    """Radii of at most 2 voxels are faster with a structuring element than with a distance transform."""
+    return radius_mm / min(spacing) <= 2.0
 
 
 def close(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
@@ -118,3 +136,30 @@ class UpsampledMasks(Mapping):
 
     def __len__(self) -> int:
         return len(self._work)
+
+
+def convex_hull_2d(mask: np.ndarray) -> np.ndarray:
+    """Per axial slice convex hull of a mask (scipy.spatial.ConvexHull on the voxel corners)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    out = np.zeros_like(mask, dtype=bool)
+    for z in np.flatnonzero(mask.any(axis=(0, 1))):
+        sl = mask[:, :, z]
+        rows = np.flatnonzero(sl.any(axis=0))  # per-row extreme pixels are enough for the hull
+        lo = sl[:, rows].argmax(axis=0)
+        hi = sl.shape[0] - 1 - sl[::-1, rows].argmax(axis=0)
+        ii, jj = np.concatenate([lo, hi]), np.concatenate([rows, rows])
+        if ii.size < 3:
+            out[:, :, z] = sl
+            continue
+        pts = np.concatenate([np.stack([ii + dx, jj + dy], 1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)])
+        try:
+            eq = ConvexHull(pts).equations
+        except QhullError:
+            out[:, :, z] = sl
+            continue
+        i0, i1, j0, j1 = ii.min(), ii.max() + 1, jj.min(), jj.max() + 1
+        gi, gj = np.mgrid[i0:i1, j0:j1]
+        inside = (gi[..., None] * eq[:, 0] + gj[..., None] * eq[:, 1] + eq[:, 2] <= 1e-9).all(-1)
+        out[i0:i1, j0:j1, z] = inside | sl[i0:i1, j0:j1]
+    return out
