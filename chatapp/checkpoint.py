@@ -84,9 +84,10 @@ def save_checkpoint(model, out_dir: Path, *, weights_label: str | None = None, d
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".tmp{os.getpid()}"  # written here, then each file is moved in atomically
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
 
     def dump(name: str, sd: dict[str, torch.Tensor]) -> None:
         sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -104,9 +105,12 @@ def save_checkpoint(model, out_dir: Path, *, weights_label: str | None = None, d
             "weights_label": weights_label or model.weights_label, "versions": _versions(),
             "dtype": str(dtype or torch.float32).replace("torch.", ""), "train": extra or {}}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    for part in PARTS:  # drop parts a previous save had but this model does not
+        if not (tmp / f"{part}.safetensors").exists():
+            (out_dir / f"{part}.safetensors").unlink(missing_ok=True)
+    for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):  # config.json last
+        os.replace(f, out_dir / f.name)
+    tmp.rmdir()
     return out_dir
 
 

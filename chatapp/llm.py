@@ -116,6 +116,7 @@ class LLM:
     quantization: str = "none"
     max_new_tokens: int = 256
     lora: dict | None = None
+    lora_params: list = field(default_factory=list)  # the adapter's parameters (empty without LoRA)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -249,12 +250,17 @@ def load_llm(section: dict, cache_dir: Path) -> LLM:
     for p in model.parameters():
         p.requires_grad_(False)
     lora = section.get("lora")
+    lora_params: list = []
     if lora:
         model = add_lora(model, lora)
+        lora_params = [p for p in model.parameters() if p.requires_grad]  # peft marks exactly the adapter weights
+        for p in lora_params:
+            p.requires_grad_(False)  # inference by default; training switches them on per stage
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LLM(model=model, tokenizer=tok, name=name, quantization=quant,
-               max_new_tokens=int(section.get("max_new_tokens", 256)), lora=dict(lora) if lora else None)
+               max_new_tokens=int(section.get("max_new_tokens", 256)), lora=dict(lora) if lora else None,
+               lora_params=lora_params)
 
 
 def save_tiny_random_llm(out_dir: Path, tokenizer_dir: Path, hidden_size: int = 32, layers: int = 2,

@@ -258,6 +258,27 @@ class CTScribeModel(nn.Module):
             x[i, :len(s)], y[i, :len(s)], mask[i, :len(s)] = s, lab, 1
         return self.llm.model(inputs_embeds=x, attention_mask=mask, labels=y).loss
 
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, prompts: list[list[dict]], targets: list[str],
+                lm_weight: float = 1.0, proto_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Training objective (a ``forward`` so accelerate/DDP can wrap the model): LM loss + prototype loss.
+
+        Args:
+            tokens: (B, N, D) encoder tokens, or (B, 1, X, Y, Z) preprocessed volumes for a trainable encoder.
+            labels: (B, 18) finding labels, NaN = unknown.
+        """
+        if tokens.dim() == 5:
+            tokens = self.encoder(tokens)
+        out: dict[str, torch.Tensor] = {}
+        total = tokens.new_zeros(())
+        if proto_weight:
+            out["proto_loss"] = self.prototype_loss(tokens, labels)
+            total = total + proto_weight * out["proto_loss"]
+        if lm_weight:
+            out["lm_loss"] = self.lm_loss(tokens, prompts, targets)
+            total = total + lm_weight * out["lm_loss"]
+        out["loss"] = total
+        return out
+
     def prototype_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Contrastive prototype loss; tokens (B, N, D), labels (B, 18) 0/1/NaN."""
         dev = next(self.bridge.parameters()).device

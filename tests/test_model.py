@@ -1,0 +1,143 @@
+"""Tiny random-config CPU tests of the CTScribeModel contract, checkpoints and their loud failures."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chatapp.checkpoint import load_checkpoint, save_checkpoint
+from chatapp.config import load_config
+from chatapp.llm import IMAGE_PLACEHOLDER, embedded_model_dir, save_tiny_random_llm
+from chatapp.model import CTScribeModel
+from vision.errors import CheckpointError, ConfigError
+from vision.registry import FINDING_NAMES
+from vision.volume import CTVolume
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(weights_cache_dir, tmp_path_factory) -> Path:
+    tok = embedded_model_dir("smollm2-135m-instruct", weights_cache_dir)  # converted once, cached across runs
+    return save_tiny_random_llm(tmp_path_factory.mktemp("tinyllm"), tok)
+
+
+def tiny_config(llm_dir: Path, *extra: str):
+    return load_config(ROOT / "configs" / "tiny.yaml", [f"model.llm.name_or_path={llm_dir}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_llm_dir) -> CTScribeModel:
+    torch.manual_seed(0)
+    return CTScribeModel.from_config(tiny_config(tiny_llm_dir))
+
+
+def _volume(seed: int = 0, shape=(40, 36, 30)) -> CTVolume:
+    a = np.random.default_rng(seed).normal(-500, 300, shape).astype(np.float32)
+    return CTVolume(a, (1.0, 1.0, 1.0), np.eye(4))
+
+
+def test_contract_shapes(tiny_model):
+    tokens = tiny_model.encode(_volume())
+    assert tokens.shape == (64, 32)  # (32/8)^3 ViT tokens of width 32
+    probs, cue = tiny_model.predict_findings(tokens)
+    assert list(probs) == list(FINDING_NAMES) and all(0.0 <= p <= 1.0 for p in probs.values())
+    assert cue.startswith("Diagnostic cues")
+    assert tiny_model.visual_embeddings(tokens).shape == (8, 32)  # num_latents x llm hidden
+    assert tiny_model.preset == "tiny"
+    out = tiny_model.generate([{"role": "user", "content": "Describe the scan."}], tokens=tokens, max_new_tokens=4)
+    assert isinstance(out, str)
+    pieces = list(tiny_model.generate([{"role": "user", "content": "Hi"}], tokens=tokens, max_new_tokens=4,
+                                      stream=True))
+    assert all(isinstance(p, str) for p in pieces)
+
+
+def test_visual_tokens_injected_at_placeholder(tiny_model):
+    tokens = tiny_model.encode(_volume())
+    msgs = [{"role": "user", "content": "What is seen?"}]
+    with torch.no_grad():
+        full = tiny_model.prompt_embeds(msgs, tokens)
+        text_only = tiny_model.prompt_embeds(msgs, None)
+    cue_len = len(tiny_model.llm.tokenizer(tiny_model.predict_findings(tokens)[1]).input_ids)
+    assert full.shape[1] >= text_only.shape[1] + 8 + cue_len - 2  # 8 visual tokens + the cue sentence
+    prepared = tiny_model.prepare_messages(msgs, "CUES", visual=True)
+    assert prepared[0]["role"] == "system" and "CUES" in prepared[0]["content"]
+    assert prepared[1]["content"].startswith(IMAGE_PLACEHOLDER)
+
+
+def test_ablation_switches_change_the_prompt(tiny_llm_dir):
+    tokens = torch.randn(64, 32)
+    msgs = [{"role": "user", "content": "Report."}]
+    lengths = {}
+    for name, flags in {"full": ("true", "true"), "cues_only": ("false", "true"),
+                        "visual_only": ("true", "false")}.items():
+        torch.manual_seed(0)  # same bridge → same cue text in every variant
+        m = CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.prototypes.use_visual_tokens={flags[0]}",
+                                                  f"model.prototypes.use_cues={flags[1]}"))
+        with torch.no_grad():
+            lengths[name] = m.prompt_embeds(msgs, tokens).shape[1]
+    assert lengths["full"] - lengths["cues_only"] == 8 + 1  # the 8 latents (+ the newline after the placeholder)
+    assert lengths["visual_only"] < lengths["full"]
+
+
+def test_save_load_roundtrip_bit_for_bit(tiny_model, tiny_llm_dir, tmp_path):
+    ckpt = save_checkpoint(tiny_model, tmp_path / "ck", weights_label="unit-test")
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["arch"]["preset"] == "tiny" and meta["labels"] == list(FINDING_NAMES)
+    assert "torch" in meta["versions"]
+    torch.manual_seed(123)  # different random init before loading
+    loaded = CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={ckpt}"))
+    assert loaded.weights_label == "unit-test"
+    for (k, a), (k2, b) in zip(tiny_model.bridge.state_dict().items(), loaded.bridge.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    for (k, a), b in zip(tiny_model.encoder.state_dict().items(), loaded.encoder.state_dict().values()):
+        assert torch.equal(a, b), k
+    t = tiny_model.encode(_volume(1))
+    assert tiny_model.predict_findings(t) == loaded.predict_findings(t)
+
+
+def _corrupt(ckpt: Path, part: str, fn) -> None:
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(ckpt / f"{part}.safetensors"))
+    save_file(fn(sd), str(ckpt / f"{part}.safetensors"))
+
+
+def test_loud_failures(tiny_model, tiny_llm_dir, tmp_path):
+    ok = save_checkpoint(tiny_model, tmp_path / "ok")
+
+    missing = save_checkpoint(tiny_model, tmp_path / "missing")
+    _corrupt(missing, "bridge", lambda sd: {k: v for k, v in sd.items() if k != "latents"})
+    with pytest.raises(CheckpointError, match="missing keys.*latents"):
+        load_checkpoint(missing).apply(tiny_model)
+
+    extra = save_checkpoint(tiny_model, tmp_path / "extra")
+    _corrupt(extra, "prototypes", lambda sd: {**sd, "surprise": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="unexpected keys.*surprise"):
+        load_checkpoint(extra).apply(tiny_model)
+
+    pickled = save_checkpoint(tiny_model, tmp_path / "pickled")
+    torch.save({"x": torch.zeros(1)}, pickled / "bridge.bin")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(pickled)
+
+    with pytest.raises(CheckpointError, match="preprocessing mismatch"):  # trained on 'tiny', config asks 'astra'
+        CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={ok}", "model.encoder.preset=astra"))
+
+    meta = json.loads((ok / "config.json").read_text())
+    meta["arch"]["preset_params"]["hu_window"] = [-1000, 400]  # same name, different preprocessing
+    drift = tmp_path / "drift"
+    save_checkpoint(tiny_model, drift)
+    (drift / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="preprocessing mismatch"):
+        CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={drift}"))
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={tmp_path / 'nope'}"))
+    with pytest.raises(ConfigError, match="preset"):
+        CTScribeModel.from_config(tiny_config(tiny_llm_dir, "model.encoder.preset=unknown-preset"))
