@@ -87,6 +87,10 @@ class Pipeline:
         self.config = config
         self.settings = report_settings(config.section("report"))
         self.settings.update(settings)
+        if model is None and not self.settings.get("use_model", True):
+            model = False
+        if store is None and not self.settings.get("use_store", True):
+            store = False
         self._model = _UNSET if model is None else model
         self._store = _UNSET if store is None else store
         self._regions_fn: Callable | None = None
@@ -394,7 +398,8 @@ def study_name(path: str | os.PathLike, content_hash: str | None = None) -> str:
             stem = stem[: -len(suf)]
             break
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:64]
-    looks_like_id = bool(re.search(r"\d{6,}", safe)) or p.is_dir() or p.suffix.lower() in (".dcm", ".zip")
+    # MRNs, accession numbers and dates have long digit runs; DICOM folder/zip names often carry patient names
+    looks_like_id = bool(re.search(r"\d{4,}", safe)) or p.is_dir() or p.suffix.lower() in (".dcm", ".zip")
     if not safe or looks_like_id:
         if content_hash:
             return content_hash[:16]

@@ -44,14 +44,6 @@ NORMAL_STATEMENTS: dict[str, tuple[str, ...]] = {
     "esophagus": ("The esophagus is unremarkable.", "The esophagus appears normal.",
                   "Esophageal course and calibre are normal."),
     "pleura": ("The pleural spaces are clear.", "No pleural abnormality is seen.", "Pleural surfaces are smooth."),
-    "bone": ("No destructive bone lesion is seen.", "The visualised bones are unremarkable.",
-             "Osseous structures appear intact."),
-    "thyroid": ("The visualised thyroid is unremarkable.", "The thyroid gland appears normal.",
-                "Thyroid size and density are normal."),
-    "breast": ("The visualised breast tissue is unremarkable.", "Breast soft tissues appear normal.",
-               "No focal breast abnormality is seen."),
-    "abdomen": ("The visualised upper abdomen is unremarkable.", "Upper abdominal organs in the field of view "
-                "appear normal.", "The included upper abdominal structures are unremarkable."),
 }
 
 NO_FINDINGS_IMPRESSION = ("No abnormality identified among the assessed findings.",
@@ -84,12 +76,36 @@ MODEL_FINDING_TEXT: dict[str, str] = {
 ABSENT_REGION = "The {label} is not in the field of view."
 
 
+NOT_ASSESSED = "The {label} {verb} in the field of view but {pron} not assessed on this scan{why}."
+UNASSESSED_REGION = "The {label} {verb} in the field of view; ctscribe does not grade {pron2} for abnormalities."
+
+_PLURAL = {"lung", "trachea_and_bronchi", "bone"}
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
 def absent_region_text(region_key: str) -> str:
-    label = region_info(region_key).label.lower()
-    verb_fix = ABSENT_REGION.format(label=label)
-    if label.endswith("s") and label not in ("thorax",):  # "The lungs are not ..."
-        verb_fix = verb_fix.replace(" is not ", " are not ")
-    return verb_fix[0].upper() + verb_fix[1:]
+    """'The thyroid is not in the field of view.' (grammatical number from the region's label)."""
+    text = ABSENT_REGION.format(label=region_info(region_key).label.lower())
+    if region_key in _PLURAL:
+        text = text.replace(" is not ", " are not ")
+    return _cap(text)
+
+
+def not_assessed_text(region_key: str, why: str = "") -> str:
+    """The region is visible but none of its findings could be assessed (model and measurements unavailable)."""
+    pl = region_key in _PLURAL
+    return _cap(NOT_ASSESSED.format(label=region_info(region_key).label.lower(), verb="are" if pl else "is",
+                                    pron="they were" if pl else "it was", why=f" ({why})" if why else ""))
+
+
+def unassessed_region_text(region_key: str) -> str:
+    """Regions without any of the 18 findings (bones, thyroid, breast, upper abdomen): say so, never 'normal'."""
+    pl = region_key in _PLURAL
+    return _cap(UNASSESSED_REGION.format(label=region_info(region_key).label.lower(), verb="are" if pl else "is",
+                                         pron2="them" if pl else "it"))
 
 
 def pick_variant(options: Sequence[str], seed: str) -> str:

@@ -32,6 +32,8 @@ DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "use_llm": True,
+    "use_model": True,  # false → no CT model at all (measurements only), e.g. for fast batch runs and tests
+    "use_store": True,  # false → no knowledge store (built-in citation for recommendations, no passages in chat)
     "probability_threshold": 0.5,  # P(finding) at or above which a model-only finding is reported
     "thresholds": {},  # per-finding overrides, CT-RATE name → probability
     "measured": {},  # per-finding overrides of DEFAULT_MEASURED_RULES
@@ -289,16 +291,16 @@ def build_structured_report(study: Study, settings: dict[str, Any],
                 pos.extend(finding_sentences(c, settings))
         sents = list(pos)
         if not pos:
-            conf = 0.9 if have_model else 0.5
-            sents.append(Sentence(prompts.pick_variant(prompts.NORMAL_STATEMENTS[r.key], study.study_id + r.key),
-                                  r.key, f"regions/{r.key}", [Evidence("region", f"{r.key}: present", True, r.key)]
-                                  + _negative_evidence(calls, r.key), "normal", conf))
+            sents.append(_normal_sentence(study, calls, r.key, have_model))
         sents.extend(context_sentences(study, r.key))
         sections.append(Section(r.key, r.label, sents))
         impression.extend(pos)
     imp = [Sentence(s.text, "impression", s.mask, list(s.evidence), s.source, s.confidence, list(s.findings))
            for s in impression]
-    if not imp:
+    if not imp and all(c.source == "none" for c in calls.values()):
+        imp = [Sentence("No finding could be assessed on this scan (model and measurements unavailable).",
+                        "impression", None, [], "normal", 0.0)]
+    elif not imp:
         imp = [Sentence(prompts.pick_variant(prompts.NO_FINDINGS_IMPRESSION, study.study_id), "impression", None,
                         [], "normal", 0.9 if have_model else 0.5)]
     sections.append(Section("impression", "Impression", imp))
@@ -314,6 +316,23 @@ def build_structured_report(study: Study, settings: dict[str, Any],
         rep.notices.append("Model findings unavailable: this report comes from measurements only; findings without a "
                            "measurement were not assessed.")
     return rep
+
+
+def _normal_sentence(study: Study, calls: dict[str, FindingCall], key: str, have_model: bool) -> Sentence:
+    """The region's statement when nothing is asserted: normal only for what was actually assessed."""
+    ev = [Evidence("region", f"{key}: present", True, key)]
+    graded = [c for c in calls.values() if c.region == key]
+    assessed = [c for c in graded if c.source != "none"]
+    if not graded:  # bones, thyroid, breast, upper abdomen: none of the 18 findings lives there
+        return Sentence(prompts.unassessed_region_text(key), key, f"regions/{key}", ev, "normal", 0.0)
+    if not assessed:
+        return Sentence(prompts.not_assessed_text(key, "model and measurements unavailable"), key, f"regions/{key}",
+                        ev, "normal", 0.0)
+    conf = min(c.confidence for c in assessed)
+    if not have_model and len(assessed) < len(graded):
+        conf = min(conf, 0.5)
+    return Sentence(prompts.pick_variant(prompts.NORMAL_STATEMENTS[key], study.study_id + key), key,
+                    f"regions/{key}", ev + _negative_evidence(calls, key), "normal", round(conf, 3))
 
 
 def _negative_evidence(calls: dict[str, FindingCall], region_key: str) -> list[Evidence]:

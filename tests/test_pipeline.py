@@ -1,0 +1,128 @@
+"""Pipeline end to end: analyze (cached), report, ask/ask_stream, knowledge, and the report/ask CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from chatapp.cli import main
+from chatapp.pipeline import Pipeline, study_name
+from chatapp.schema import Answer, Report, Study
+from conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def ct_file(tmp_path_factory):
+    """A small synthetic chest-like NIfTI (body ellipse, two lungs): enough for regions, no findings."""
+    d = tmp_path_factory.mktemp("ct")
+    X, Y, Z = 96, 80, 60
+    a = np.full((X, Y, Z), -1000, np.int16)
+    xx, yy = np.mgrid[:X, :Y]
+    a[((xx - 48) / 44) ** 2 + ((yy - 40) / 34) ** 2 < 1] = 40
+    for cx in (28, 68):
+        a[((xx - cx) / 14) ** 2 + ((yy - 40) / 22) ** 2 < 1, 5:55] = -860
+    p = d / "case_01.nii.gz"
+    nib.save(nib.Nifti1Image(a, np.diag([2.0, 2.0, 4.0, 1.0])), p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.from_config(model=False, store=False)
+
+
+def test_analyze_is_cached_and_reports(pipe, ct_file):
+    seen = []
+    st = pipe.analyze(ct_file, progress=lambda f, m: seen.append(f))
+    assert isinstance(st, Study) and len(st.study_id) == 16 and seen[0] == 0.0 and seen[-1] == 1.0
+    assert pipe.analyze(str(ct_file)) is st  # content-hash cache
+    rep = pipe.report(st)
+    assert isinstance(rep, Report) and rep.guard["llm"] == "skipped: model unavailable" or rep.guard["llm"]
+    assert [s.region for s in rep.sections][:10] == ["lung", "trachea_and_bronchi", "mediastinum", "heart",
+                                                      "esophagus", "pleura", "bone", "thyroid", "breast", "abdomen"]
+    for s in rep.sentences():
+        assert s.region and s.source and s.evidence is not None
+    for k in st.absent_regions:
+        sec = [x for x in rep.sections if x.region == k][0]
+        assert "not in the field of view" in sec.sentences[0].text
+
+
+class BrokenModel:
+    weights_label = "broken"
+
+    def encode(self, volume):
+        raise RuntimeError("out of memory")
+
+
+class BrokenStore:
+    def search(self, query, k=5, where=None):
+        raise ConnectionError("chroma server down")
+
+
+def test_degrades_when_model_and_store_fail(ct_file):
+    pipe = Pipeline.from_config(model=BrokenModel(), store=BrokenStore())
+    st = pipe.analyze(ct_file)
+    assert any("CT model failed" in w for w in st.warnings)
+    rep = pipe.report(st)
+    assert any("CT model failed" in n for n in rep.notices) and rep.sentences()
+    assert pipe.ask(st, "Is there a nodule in the lung?").kind == "presence"
+    ans = pipe.ask(st, "What is the Fleischner guideline?")
+    assert ans.kind == "free" and any("knowledge search failed" in w for w in pipe.load_warnings)
+
+
+class StreamingModel:
+    weights_label = "ctscribe-demo (demo weights trained on synthetic phantoms)"
+
+    def generate(self, messages, tokens=None, max_new_tokens=None, stream=False):
+        assert messages[0]["role"] == "system" and "Scan facts" in messages[0]["content"]
+        parts = ["Emphysema ", "means damaged air sacs [1]. ", "There is bronchiectasis."]
+        return iter(parts) if stream else "".join(parts)
+
+
+class FakeStore:
+    def search(self, query, k=5, where=None):
+        from retrieval.store import Hit
+
+        h = Hit("kb-emphysema", "Emphysema basics", "ctscribe knowledge base", "", "", "Emphysema is ...", 0.8)
+        return [h] if where is None or where.get("key") == h.key else []
+
+
+def test_free_question_streams_cites_and_flags_unsupported_claims(pipe, ct_file):
+    p = Pipeline.from_config(model=StreamingModel(), store=FakeStore())
+    st = p.analyze(ct_file)
+    parts = list(p.ask_stream(st, "What does emphysema mean?"))
+    final = parts[-1]
+    assert isinstance(final, Answer) and final.kind == "free" and final.citations[0].key == "kb-emphysema"
+    assert "".join(x for x in parts[:-1]) == final.text
+    assert "unsupported" in final.text and "bronchiectasis" in final.text.lower()  # flagged, not silently kept
+    assert p.knowledge("kb-emphysema").title == "Emphysema basics"
+    assert p.knowledge("nope") is None
+    with pytest.raises(ValueError):
+        p.ask(st, "   ")
+
+
+def test_study_name_is_phi_free(tmp_path):
+    assert study_name("/data/case_01.nii.gz") == "case_01"
+    assert study_name("/data/John Doe 19700101.nii.gz", "f" * 64) == "f" * 16
+    assert study_name("/data/cptac_C3N-00247_ct.nii.gz", "a" * 64) == "a" * 16
+    assert study_name(tmp_path, "b" * 64) == "b" * 16  # DICOM folders use the content hash
+
+
+def test_cli_report_is_resumable_and_ask_json(ct_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--set", "report.use_model=false", "--set", "report.use_store=false"]
+    assert main(args + ["report", str(ct_file), "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "case_01.json").read_text())
+    s0 = data["sections"][0]["sentences"][0]
+    assert {"text", "region", "mask", "evidence", "source", "confidence"} <= set(s0)
+    assert (out / "case_01.txt").read_text().startswith("Lungs:")
+    mtime = (out / "case_01.json").stat().st_mtime_ns
+    assert main(args + ["report", str(ct_file), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "case_01.json").stat().st_mtime_ns == mtime and "skipped" in capsys.readouterr().err
+    assert main(args + ["ask", str(ct_file), "What are the abnormalities in the scan?", "--json"]) == 0
+    ans = json.loads(capsys.readouterr().out)
+    assert {"answer", "citations", "evidence"} <= set(ans) and ans["kind"] == "abnormality"
+    assert main(args + ["report", str(tmp_path / "missing.nii.gz"), "--out", str(out)]) == 2
