@@ -42,13 +42,13 @@ POSITIVE: dict[str, str] = {
     "cardiomegaly": "The heart is enlarged (cardiothoracic ratio {ctr:.2f}).",
     "pericardial_effusion": "Pericardial effusion up to {thickness_mm:.0f} mm thick.",
     "coronary_artery_wall_calcification": "Calcified plaques in the coronary arteries ({vessel_list}).",
-    "hiatal_hernia": "A {diameter_mm:.0f} mm hiatal hernia containing air and fluid behind the heart.",
+    "hiatal_hernia": "{article} {diameter_mm:.0f} mm hiatal hernia containing air and fluid behind the heart.",
     "lymphadenopathy": "{count_phrase} of pathological size in the mediastinum, the largest {short_axis_mm:.0f} mm "
                        "in short axis.",
     "emphysema": "Centrilobular emphysema, upper-lobe predominant, {side_phrase} (LAA-950 {laa950_percent:.1f}% of "
                  "the lung volume).",
     "atelectasis": "Subsegmental atelectasis at the {side} lung base.",
-    "lung_nodule": "A {diameter_mm:.0f} mm solid nodule in the {location}.",
+    "lung_nodule": "{article} {diameter_mm:.0f} mm solid nodule in the {location}.",
     "lung_opacity": "A ground-glass opacity in the {location}.",
     "pulmonary_fibrotic_sequela": "Fibrotic sequelae with parenchymal bands in the {location}.",
     "pleural_effusion": "{side_cap} pleural effusion, up to {max_depth_mm:.0f} mm deep.",
@@ -85,6 +85,12 @@ VESSEL_NAMES = {"lad": "LAD", "lcx": "circumflex", "rca": "RCA"}
 _COUNT_WORDS = {1: "One lymph node", 2: "Two lymph nodes", 3: "Three lymph nodes", 4: "Four lymph nodes"}
 
 
+def article(number: float) -> str:
+    """'An' before numbers read with a leading vowel sound (8, 11, 18, 80-89 mm), else 'A'."""
+    n = str(int(round(number)))
+    return "An" if n.startswith("8") or n in ("11", "18") else "A"
+
+
 def _fields(key: str, info: Mapping[str, Any], measurements: Mapping[str, Any]) -> dict[str, Any]:
     f = dict(info.get("params", {}))
     f.update({k: v for k, v in info.items() if k != "params"})
@@ -99,6 +105,7 @@ def _fields(key: str, info: Mapping[str, Any], measurements: Mapping[str, Any]) 
     n = int(f.get("count", 1))
     f["count_phrase"] = _COUNT_WORDS.get(n, f"{n} lymph nodes")
     nods = f.get("nodules", [])
+    f["article"] = article(float(f.get("diameter_mm", 1)))
     f["plural"] = "s" if len(nods) > 1 else ""
     f["nodule_summary"] = "; ".join(f"{x['diameter_mm']:.0f} mm, {x['side']} {x['lobe']} lobe" for x in nods)
     return f
@@ -123,7 +130,7 @@ def render_report(findings: Mapping[str, Mapping[str, Any]], measurements: Mappi
             tmpl = POSITIVE[f.key]
         if f.key == "lung_nodule":
             for nod in fields.get("nodules", []):
-                by_region[f.region].append(tmpl.format(**{**fields, **nod,
+                by_region[f.region].append(tmpl.format(**{**fields, **nod, "article": article(nod["diameter_mm"]),
                                                           "location": f"{nod['side']} {nod['lobe']} lobe"}))
         else:
             by_region[f.region].append(tmpl.format(**fields))
