@@ -206,12 +206,10 @@ class Pipeline:
         except Exception as e:
             study.warnings.append(f"measurements failed ({type(e).__name__}: {e})")
             log.warning("measure failed: %s", e)
-        try:
-            from vision import measure as vm
+        try:  # finding masks keyed by the mask ids sentences cite ("findings/nodule_1", "findings/metal", ...)
+            from vision.measure import overlays
 
-            fm = getattr(vm, "finding_masks", None)
-            if fm is not None:
-                study.finding_masks = dict(fm(study.volume, res, study.measurements))
+            study.finding_masks = {f"findings/{k}": v for k, v in overlays(study.volume, res).items()}
         except Exception as e:  # masks are a display aid: never fatal
             log.info("finding masks unavailable: %s", e)
         study.timings["measure"] = time.perf_counter() - t

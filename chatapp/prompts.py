@@ -53,10 +53,10 @@ NO_FINDINGS_IMPRESSION = ("No abnormality identified among the assessed findings
 # Positive statements for findings decided by the model (no measurement available). The finding's CT-RATE name
 # or a registry synonym appears verbatim so the labeler can verify the sentence.
 MODEL_FINDING_TEXT: dict[str, str] = {
-    "Medical material": "Medical material is present.",
+    "Medical material": "Medical material (a metallic device) is present.",
     "Arterial wall calcification": "Arterial wall calcification is seen.",
     "Cardiomegaly": "Cardiomegaly is present.",
-    "Pericardial effusion": "Pericardial effusion is present.",
+    "Pericardial effusion": "Pericardial fluid collection is present.",  # "effusion" alone reads as pleural
     "Coronary artery wall calcification": "Coronary artery wall calcification is seen.",
     "Hiatal hernia": "A hiatal hernia is present.",
     "Lymphadenopathy": "Mediastinal lymphadenopathy is present.",

@@ -75,6 +75,11 @@ class FindingCall:
     note: str = ""
 
 
+# Overlay ids of vision.measure.overlays for measurements that do not name their own mask.
+_MASK_IDS = {"medical_material": "findings/metal", "aortic_calcium_score": "findings/calcium_aortic",
+             "coronary_calcium_score": "findings/calcium_coronary",
+             "pericardial_fluid_volume_ml": "findings/pericardial_fluid"}
+
 _CONF = {"high": 0.95, "medium": 0.8, "low": 0.6, "absent": 0.0}
 
 
@@ -113,8 +118,11 @@ def nodule_mask(m: Measurement) -> str | None:
 
 def lobe_text(m: Measurement) -> str:
     """Human-readable location of a nodule: 'right upper lobe', 'left lung', or 'lung'."""
-    raw = str(m.extra.get("lobe") or m.extra.get("location") or "").strip()
     side = str(m.extra.get("side") or "").strip().lower()
+    lobe = str(m.extra.get("lobe") or "").strip().lower()
+    if lobe in ("upper", "middle", "lower") and side in ("left", "right"):
+        return f"{side} {lobe} lobe"
+    raw = str(m.extra.get("location") or m.extra.get("lobe") or "").strip()
     if raw:
         t = raw.lower().replace("_", " ")
         mt = re.match(r"lung (upper|middle|lower) lobe (left|right)$", t)  # TotalSegmentator class name
@@ -198,6 +206,9 @@ def finding_sentences(call: FindingCall, settings: dict[str, Any]) -> list[Sente
                          round(call.confidence, 3), [f.name])]
     ms = call.measurements
     ev = list(call.evidence)
+    ids = [x for x in (nodule_mask(m) or _MASK_IDS.get(m.name) for m in ms) if x]
+    if ids:
+        mask = ids[0]
     if f.name == "Lung nodule":
         dec = int(settings.get("size_decimals", 0))
         out = []
@@ -219,7 +230,7 @@ def finding_sentences(call: FindingCall, settings: dict[str, Any]) -> list[Sente
         else:
             text = f"Pleural effusion on the {sides[0]}, about {v[f'pleural_fluid_volume_ml_{sides[0]}']:.0f} mL."
     elif f.name == "Pericardial effusion":
-        text = f"Pericardial effusion, about {v['pericardial_fluid_volume_ml']:.0f} mL."
+        text = f"Pericardial fluid collection, about {v['pericardial_fluid_volume_ml']:.0f} mL."
     elif f.name == "Cardiomegaly":
         text = f"Cardiomegaly, with a cardiothoracic ratio of {v['cardiothoracic_ratio']:.2f}."
     elif f.name == "Coronary artery wall calcification":
