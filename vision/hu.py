@@ -125,3 +125,28 @@ def _shift(array: np.ndarray, delta: int) -> np.ndarray:
     if -32768 <= lo and hi <= 32767:
         return out.astype(np.int16)
     return out.astype(np.float32)
+
+
+def hu_percentiles(array: np.ndarray, qs: tuple[float, ...] = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
+                   ) -> dict[str, float]:
+    """Exact HU percentiles (keys ``p0.5``, ``p1``, ...), plus ``min``, ``max``, ``mean``.
+
+    int16 volumes use a 65536-bin histogram (one pass, no sort: ~0.1 s for 512x512x100); other dtypes a sort of
+    a strided subsample of at most 4 M voxels.
+    """
+    out: dict[str, float] = {"min": float(array.min()), "max": float(array.max())}
+    flat = array.ravel(order="K")
+    if array.dtype == np.int16:
+        counts = np.bincount((flat.astype(np.int32) + 32768), minlength=65536)
+        cdf = np.cumsum(counts)
+        n = int(cdf[-1])
+        for q in qs:
+            idx = int(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * n)))))
+            out[f"p{q:g}"] = float(idx - 32768)
+        out["mean"] = float(np.dot(counts, np.arange(-32768, 32768, dtype=np.float64)) / n)
+    else:
+        sample = _sample(array, 4_000_000).astype(np.float64)
+        for q, v in zip(qs, np.percentile(sample, qs)):
+            out[f"p{q:g}"] = float(v)
+        out["mean"] = float(sample.mean())
+    return out

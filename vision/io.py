@@ -495,8 +495,8 @@ def _finish(raw: _Raw, spacing, limits: IngestLimits, *, what: str) -> CTVolume:
     if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
         array = np.array(apply_orientation(array, ornt), order="K")  # one copy, in memory order (fast)
         affine = affine @ inv_ornt_aff(ornt, shape)
-    elif not array.flags.c_contiguous and not array.flags.f_contiguous:
-        array = np.array(array, order="K")
+    elif not array.flags.writeable or (not array.flags.c_contiguous and not array.flags.f_contiguous):
+        array = np.array(array, order="K")  # callers may write in place; keep memory order (one fast copy)
     sp = _check_spacing(np.linalg.norm(affine[:3, :3], axis=0), what, limits)
     src = dict(raw.source)
     src.setdefault("format", raw.fmt)
