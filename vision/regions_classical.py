@@ -17,7 +17,7 @@ LUNG_HU = -400.0  # air/lung vs soft tissue (midway between aerated lung ~-850 a
 AIRWAY_HU = -600.0  # airway lumen (air) vs airway wall; stricter so the wall separates trachea from lung in 2D
 BONE_HU = 150.0  # trabecular bone and cortex; contrast blood pools (150-450 HU) are removed by the cortex test
 CORTEX_HU = 500.0
-METAL_HU = 2500.0
+METAL_HU = 2800.0  # above dense contrast boli and sharp-kernel cortex on the averaged grid
 
 
 def _slice_label(mask2d: np.ndarray):

@@ -1,0 +1,288 @@
+"""Quantitative measurements a radiologist would quote, from a CT volume and its region masks.
+
+``measure(volume, regions)`` returns ``vision.schema.Measurement`` objects (JSON-serialisable with ``to_dict()``);
+``overlays(volume, regions)`` returns the masks behind them (nodules, calcium, metal, fluid) keyed by the id a report
+cites (``nodule_1``, ``calcium_aortic``...). Every value states its method; approximate ones say so in
+``confidence`` and ``extra["approximate"]``. Shapes: masks are bool (X, Y, Z) in RAS voxel order; HU; mm; mL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from vision import regions_ops as ops
+from vision.regions import RegionResult
+from vision.schema import Measurement
+from vision.volume import CTVolume
+
+LAA_HU = -950.0
+NODULE_HU = -300.0  # solid nodule vs aerated lung: about midway between lung (~-850) and soft tissue (~40)
+NODULE_RANGE_MM = (3.0, 30.0)
+FLUID_HU = (-10.0, 30.0)  # simple fluid (effusion candidates)
+CALCIUM_HU = 130.0  # Agatston threshold (non-contrast)
+
+
+def _full_lung(regions: RegionResult) -> np.ndarray:
+    return np.asarray(regions.structures["lung_left"]) | np.asarray(regions.structures["lung_right"])
+
+
+def _center_ras(volume: CTVolume, ijk_work: np.ndarray, factors) -> list[float]:
+    f = np.asarray(factors, float)
+    ijk = np.asarray(ijk_work, float) * f + (f - 1) / 2
+    return [round(float(v), 1) for v in (volume.affine @ np.append(ijk, 1.0))[:3]]
+
+
+def _agatston(hu: np.ndarray, mask: np.ndarray, spacing, thr: float) -> tuple[float, float, np.ndarray]:
+    """Agatston-like score: per axial slice and 2D lesion, area (mm²) x density weight (peak HU 130/200/300/400),
+    scaled to 3 mm slices. Returns (score, calcified volume mL, lesion mask)."""
+    les = mask & (hu >= thr)
+    if not les.any():
+        return 0.0, 0.0, les
+    px = spacing[0] * spacing[1]
+    score = 0.0
+    for z in np.flatnonzero(les.any(axis=(0, 1))):
+        lab, n = ndi.label(les[:, :, z])
+        if n == 0:
+            continue
+        areas = np.bincount(lab.ravel())[1:] * px
+        peaks = ndi.maximum(hu[:, :, z], lab, index=np.arange(1, n + 1))
+        w = np.clip(np.floor(np.asarray(peaks) / 100.0), 1, 4)
+        keep = areas >= 1.0  # Agatston ignores specks below 1 mm²
+        score += float((areas * w)[keep].sum())
+    score *= spacing[2] / 3.0
+    return score, float(les.sum() * np.prod(spacing) / 1000.0), les
+
+
+def _fluid(hu, mask, sp, min_ml: float) -> np.ndarray:
+    f = mask & (hu >= FLUID_HU[0]) & (hu <= FLUID_HU[1])
+    f = ndi.binary_opening(f, structure=ops.ball(2.0, sp))
+    lab, sizes = ops.components(f)
+    keep = sizes * np.prod(sp) / 1000.0 >= min_ml
+    keep[0] = False
+    return keep[lab]
+
+
+def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
+    s = w["structures"]
+    lung = s["lung_left"] | s["lung_right"]
+    out: list[dict] = []
+    if not lung.any():
+        return out
+    bb = ops.bbox(lung, margin=1)
+    sub = lung[bb] & (hu[bb] > NODULE_HU) & ~ops.dilate(s["airway"][bb], 3.0, sp)
+    sub = ndi.binary_opening(sub, structure=ops.ball(1.5, sp))  # removes thin vessels and septa
+    # vessels enter at the hilum: drop anything touching the mediastinal side of the lung
+    hilum = ops.dilate(s["thoracic_cavity"][bb] & ~lung[bb], 4.0, sp, in_plane=True)
+    lab, sizes = ops.components(sub)
+    vml = np.prod(sp)
+    for i in np.flatnonzero(sizes):
+        comp = lab == i
+        vol_mm3 = sizes[i] * vml
+        d = (6.0 * vol_mm3 / np.pi) ** (1 / 3)
+        if not NODULE_RANGE_MM[0] <= d <= NODULE_RANGE_MM[1] or (comp & hilum).any():
+            continue
+        sl0 = ndi.find_objects(comp.astype(np.int8))[0]
+        ext = [b.stop - b.start for b in sl0]
+        if min(ext[0], ext[1]) < 2 or (ext[2] < 2 and d > 2 * sp[2]) or hu[bb][comp].mean() < -100.0:
+            continue  # a vessel cut across, or a sub-solid smudge: not a solid nodule candidate
+        pts = np.argwhere(comp) * np.asarray(sp)
+        if len(pts) >= 4:
+            ev = np.linalg.eigvalsh(np.cov(pts.T))
+            if np.sqrt(max(ev[-1], 1e-6) / max(ev[0], 1e-6)) > 2.5:  # elongated: a vessel, not a nodule
+                continue
+        sl = ndi.find_objects(comp.astype(np.int8))[0]
+        r_in = float(ndi.distance_transform_edt(np.pad(comp[sl], 1), sampling=sp).max())
+        if vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3) > 4.0:  # far from a ball: branching vessels
+            continue
+        c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in bb])
+        mask = np.zeros(hu.shape, bool)
+        mask[bb] = comp
+        ci = tuple(int(round(v)) for v in c)
+        side = "left" if s["lung_left"][ci] else "right" if s["lung_right"][ci] else (
+            "left" if (mask & s["lung_left"]).sum() >= (mask & s["lung_right"]).sum() else "right")
+        lobe = None
+        for key in ("upper", "middle", "lower"):
+            k = f"lung_{key}_lobe_{side}"
+            if k in s and s[k][ci]:
+                lobe = key
+        out.append({"mask": mask, "diameter_mm": round(float(d), 1), "volume_mm3": round(float(vol_mm3), 1),
+                    "mean_hu": round(float(hu[bb][comp].mean()), 1), "center": c, "side": side, "lobe": lobe})
+    out.sort(key=lambda n: -n["volume_mm3"])
+    return out[:20]
+
+
+def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement], dict[str, np.ndarray]]:
+    w = regions.work
+    hu, sp, factors, s, m, info = w["hu"], w["spacing"], w["factors"], w["structures"], w["masks"], regions.info
+    vml = float(np.prod(sp)) / 1000.0
+    meas: list[Measurement] = []
+    over: dict[str, np.ndarray] = {}
+    absent = lambda name, unit, region, why: Measurement(name, None, unit, why, region, "absent")  # noqa: E731
+
+    # lungs
+    for side in ("left", "right"):
+        v = float(s[f"lung_{side}"].sum()) * vml
+        meas.append(Measurement(f"lung_volume_{side}_ml", round(v, 1), "mL",
+                                "voxel count of the hole-filled lung mask (HU < -400 components)", "lung",
+                                "high") if v > 5 else absent(f"lung_volume_{side}_ml", "mL", "lung",
+                                                             f"{side} lung not found in the field of view"))
+    lung_full = _full_lung(regions)
+    if lung_full.any():
+        vals = np.asarray(volume.array)[lung_full]
+        laa = 100.0 * float((vals < LAA_HU).mean())
+        meas.append(Measurement("laa950_percent", round(laa, 2), "%",
+                                "share of lung voxels below -950 HU at full resolution (emphysema index LAA-950; "
+                                "sharp kernels and thin slices raise it)", "lung", "medium"))
+        meas.append(Measurement("mean_lung_density_hu", round(float(vals.mean()), 1), "HU",
+                                "mean HU inside the lung masks (vessels included)", "lung", "high"))
+    else:
+        meas += [absent("laa950_percent", "%", "lung", "no lung found"),
+                 absent("mean_lung_density_hu", "HU", "lung", "no lung found")]
+
+    # trachea: median area-equivalent lumen diameter over its middle 80%
+    tr = s["trachea"]
+    zs = np.flatnonzero(tr.any(axis=(0, 1)))
+    if zs.size >= 3:
+        lo, hi = np.percentile(zs, [10, 90])
+        areas = np.array([tr[:, :, z].sum() for z in zs if lo <= z <= hi]) * sp[0] * sp[1]
+        dia = float(np.median(np.sqrt(4 * areas / np.pi)))
+        meas.append(Measurement("trachea_diameter_mm", round(dia, 1), "mm",
+                                "median area-equivalent lumen diameter (HU < -600) over the middle 80% of the "
+                                "trachea", "trachea_and_bronchi", "medium"))
+    else:
+        meas.append(absent("trachea_diameter_mm", "mm", "trachea_and_bronchi", "trachea not in the field of view"))
+
+    # heart and cardiothoracic ratio (axial: widest heart / widest inner thorax)
+    heart = s["heart"]
+    if heart.sum() * vml > 10:
+        meas.append(Measurement("heart_volume_ml", round(float(heart.sum()) * vml, 1), "mL",
+                                "voxel count of the heart mask (pericardium included)", "heart", "medium"))
+        hw = max(np.ptp(np.flatnonzero(heart[:, :, z].any(axis=1))) + 1 for z in np.flatnonzero(heart.any((0, 1))))
+        cav = s["thoracic_cavity"]
+        tw = max(np.ptp(np.flatnonzero(cav[:, :, z].any(axis=1))) + 1 for z in np.flatnonzero(cav.any((0, 1))))
+        meas.append(Measurement("cardiothoracic_ratio", round(hw / tw, 3), "ratio",
+                                "widest axial heart width / widest inner thoracic width (estimate; > 0.5 suggests "
+                                "cardiomegaly)", "heart", "low", {"approximate": True,
+                                                                  "heart_width_mm": round(hw * sp[0], 1),
+                                                                  "thorax_width_mm": round(tw * sp[0], 1)}))
+    else:
+        meas += [absent("heart_volume_ml", "mL", "heart", "heart not found"),
+                 absent("cardiothoracic_ratio", "ratio", "heart", "heart not found")]
+
+    # aorta: largest inscribed circle per axial slice
+    ao = s["aorta"]
+    if ao.sum() * vml > 2:
+        r = max(float(ndi.distance_transform_edt(np.pad(ao[:, :, z], 1), sampling=sp[:2]).max())
+                for z in np.flatnonzero(ao.any((0, 1))))
+        meas.append(Measurement("aorta_max_diameter_mm", round(2 * r, 1), "mm",
+                                regions.method.get("aorta", "aorta mask") + "; 2 x largest inscribed radius",
+                                "mediastinum", "low" if regions.info.get("backend") == "classical" else "medium"))
+    else:
+        meas.append(absent("aorta_max_diameter_mm", "mm", "mediastinum", "aorta not found"))
+
+    # medical material (metal)
+    lab, sizes = ops.components(s["metal"])
+    comps = []
+    for i in np.flatnonzero(sizes * vml * 1000 >= 5.0):  # at least 5 mm³
+        c = np.array(ndi.center_of_mass(lab == i))
+        ci = tuple(int(round(v)) for v in c)
+        where = next((k for k in ("heart", "mediastinum", "lung", "bone", "breast", "abdomen") if m[k][ci]), "other")
+        comps.append({"region": where, "center_ras_mm": _center_ras(volume, c, factors),
+                      "volume_ml": round(float(sizes[i]) * vml, 2)})
+    if comps:
+        over["metal"] = s["metal"]
+    meas.append(Measurement("medical_material", len(comps), "count",
+                            "components above 2800 HU (metal: wires, clips, devices)", comps[0]["region"] if comps
+                            else "mediastinum", "high", {"present": bool(comps), "components": comps}))
+
+    # calcium (Agatston-like, approximate)
+    full_hu = hu if factors == (1, 1, 1) else None
+    contrast = bool(info.get("contrast"))
+    bone_d = ops.dilate(s["bone"], 2.0, sp)
+    for name, region, lumen, shell in (
+        ("aortic_calcium_score", "mediastinum", ao, ops.dilate(ao, 4.0, sp) & ~bone_d if ao.any() else ao),
+        ("coronary_calcium_score", "heart", heart,
+         (ops.dilate(heart, 3.0, sp) & ~ops.erode(heart, 8.0, sp) & ~ops.dilate(ao, 4.0, sp) & ~bone_d)
+         if heart.any() else heart),
+    ):
+        if not shell.any():
+            meas.append(absent(name, "score", region, "vessel/heart mask not found"))
+            continue
+        thr = CALCIUM_HU
+        if contrast and lumen.any():  # contrast blood is bright: calcium must stand above the lumen
+            thr = max(CALCIUM_HU, float(np.percentile(hu[lumen], 99)) + 100.0)
+        src = full_hu if full_hu is not None else hu
+        score, vol, les = _agatston(src, shell, sp, thr)
+        key = "calcium_aortic" if name.startswith("aortic") else "calcium_coronary"
+        if les.any():
+            over[key] = les
+        meas.append(Measurement(name, round(score, 1), "score",
+                                f"Agatston-like: voxels >= {thr:.0f} HU in the {'aortic wall' if key.endswith('aortic') else 'heart surface'} "
+                                "region, area x peak-density weight per slice, scaled to 3 mm (approximate; not "
+                                "ECG-gated)", region, "low",
+                                {"approximate": True, "calcified_volume_ml": round(vol, 3), "threshold_hu": thr,
+                                 "mask_id": key if les.any() else None}))
+
+    # pleural fluid candidates (dependent fluid next to each lung), pericardial fluid (outer shell of the heart)
+    spine_x = info.get("spine", {}).get("vx")
+    for side in ("left", "right"):
+        lung_s = s[f"lung_{side}"]
+        if not lung_s.any():
+            meas.append(absent(f"pleural_fluid_volume_{side}_ml", "mL", "pleura", f"{side} lung not found"))
+            continue
+        near = ops.dilate(lung_s, 25.0, sp, in_plane=True) & s["body"] & ~(s["lung_left"] | s["lung_right"])
+        near &= ~bone_d & ~ops.dilate(heart, 3.0, sp) & ~ao & ~s["esophagus"]
+        if spine_x is not None:
+            near &= np.abs(np.arange(hu.shape[0])[:, None, None] - spine_x[None, None, :]) * sp[0] > 30.0
+        fl = _fluid(hu, near, sp, 5.0)
+        v = float(fl.sum()) * vml
+        if fl.any():
+            over[f"pleural_fluid_{side}"] = fl
+        meas.append(Measurement(f"pleural_fluid_volume_{side}_ml", round(v, 1), "mL",
+                                f"fluid-density voxels ({FLUID_HU[0]:.0f}..{FLUID_HU[1]:.0f} HU) within 25 mm of the "
+                                "lung, components >= 5 mL (candidate)", "pleura", "low",
+                                {"side": side, "mask_id": f"pleural_fluid_{side}" if fl.any() else None}))
+    if heart.any():
+        fl = _fluid(hu, heart & ~ops.erode(heart, 10.0, sp), sp, 5.0)
+        if fl.any():
+            over["pericardial_fluid"] = fl
+        meas.append(Measurement("pericardial_fluid_volume_ml", round(float(fl.sum()) * vml, 1), "mL",
+                                "fluid-density voxels in the outer 10 mm of the heart mask, components >= 5 mL "
+                                "(candidate)", "heart", "low",
+                                {"mask_id": "pericardial_fluid" if fl.any() else None}))
+    else:
+        meas.append(absent("pericardial_fluid_volume_ml", "mL", "heart", "heart not found"))
+
+    # solid nodule candidates
+    for k, n in enumerate(_nodules(hu, w, sp, info), start=1):
+        mid = f"nodule_{k}"
+        over[mid] = n["mask"]
+        loc = f"{n['side']} {n['lobe']} lobe" if n["lobe"] else f"{n['side']} lung"
+        meas.append(Measurement("nodule", n["diameter_mm"], "mm",
+                                f"solid component > {NODULE_HU:.0f} HU inside the lung, opened 1.5 mm, not touching the "
+                                "hilum, roughly spherical; diameter of the equal-volume sphere", "lung", "medium",
+                                {"diameter_mm": n["diameter_mm"], "location": loc, "side": n["side"],
+                                 "lobe": n["lobe"], "center_ras_mm": _center_ras(volume, n["center"], factors),
+                                 "volume_mm3": n["volume_mm3"], "mean_hu": n["mean_hu"], "mask_id": mid,
+                                 "lobe_method": "approximate geometric lobes"}))
+    return meas, over
+
+
+def _cached(volume: CTVolume, regions: RegionResult):
+    if "_measure_cache" not in regions.work:
+        regions.work["_measure_cache"] = _compute(volume, regions)
+    return regions.work["_measure_cache"]
+
+
+def measure(volume: CTVolume, regions: RegionResult) -> list[Measurement]:
+    """All measurements for one volume (see module docstring); ``value`` is None with confidence "absent" when
+    the structure is not in the field of view."""
+    return list(_cached(volume, regions)[0])
+
+
+def overlays(volume: CTVolume, regions: RegionResult) -> dict[str, np.ndarray]:
+    """Viewer masks (bool, volume grid) keyed by the id measurements cite: ``nodule_<k>``, ``calcium_aortic``,
+    ``calcium_coronary``, ``metal``, ``pleural_fluid_left|right``, ``pericardial_fluid``."""
+    w = regions.work
+    return {k: ops.upsample_nearest(v, w["factors"], volume.shape) for k, v in _cached(volume, regions)[1].items()}
