@@ -265,6 +265,7 @@ def medical_material(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResu
     for sh in shapes:
         if sh.mask.size:
             mask[sh.box] |= sh.mask
+    mask &= cv.labels != 0  # a generator bulging through the skin is clipped to the body
     _need(mask, "the medical material")
     vals = rng.uniform(2800, 3200, int(mask.sum())).astype(np.float32)
     return FindingResult(mask, vals, None, p, {"type": kind, "center_ras_mm": [round(float(v), 1) for v in where],
