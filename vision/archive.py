@@ -72,7 +72,7 @@ def extracted_zip(path: Path, *, max_total_mb: float, max_ratio: float) -> Itera
         except zipfile.BadZipFile as e:
             raise CorruptFileError(f"the zip file is damaged ({e}); re-create or re-download it.") from None
         with zf:
-            for info in check_zip(zf, max_total_mb=max_total_mb, max_ratio=max_ratio):
+            for info in check_zip(zf, max_total_mb=max_total_mb, max_ratio=max_ratio, name=f"the zip file {path.name}"):
                 target = tmp.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
                 if not target.resolve().is_relative_to(tmp.resolve()):  # belt and braces after check_zip
                     raise UnsafeArchiveError(f"zip entry {info.filename!r} escapes the extraction folder; refusing.")

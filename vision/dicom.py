@@ -66,6 +66,9 @@ def read_headers(files: Sequence[Path]) -> tuple[list[tuple[Path, Any]], int, li
         except Exception as e:  # truncated header, bad VR lengths, ...
             corrupt.append(f"{p.name}: {type(e).__name__}: {e}")
             continue
+        if not any(t in ds for t in ("SOPClassUID", "Modality", "PixelData")):  # parsed, but nothing usable
+            corrupt.append(f"{p.name}: no SOP class, modality or pixel data (damaged header)")
+            continue
         out.append((p, ds))
     return out, not_dicom, corrupt
 

@@ -383,7 +383,8 @@ def _npy(p: Path, spacing, limits: IngestLimits) -> _Raw:
     try:
         with open(p, "rb") as f:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = np.lib.format._read_array_header(f, version)  # header only: check before reading
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)  # header only: checked before any data is read
     except Exception as e:
         raise CorruptFileError(f"{p.name} has a damaged .npy header ({e}); save it again with numpy.save.") from None
     if dtype.hasobject:
