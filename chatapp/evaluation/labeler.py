@@ -1,0 +1,242 @@
+"""An open, rule-based labeler for the 18 CT-RATE findings (no gated weights, ~thousands of reports/s).
+
+How a report is read:
+
+1. The text is split into sentences (``.``, ``;``, quotes and new lines) and each sentence into clauses (``,``/``:``
+   and contrastive words such as *but*, *however*, *whereas*).
+2. Each finding has a list of regular expressions for the ways reports word it (``_PATTERNS``); a few findings have
+   extra context rules (a calcified plaque is *coronary* when the sentence names the coronaries, *arterial* when it
+   names the aorta or other arteries).
+3. A mention is **negated** when a negation cue precedes it in its clause (*no*, *without*, *free of*, ...) or a
+   negative predicate follows it (*was not observed*, *did not reach pathological size*, ...), unless an
+   affirmative verb (*observed*, *seen*, *detected*, ...) stands between cue and mention. It is **uncertain** when the
+   clause carries a hedge (``?``, *suspicious for*, *cannot be excluded*, *possible*, ...).
+4. A finding is positive when at least one mention is not negated. Uncertain mentions count as positive by default
+   (that is how the CT-RATE radiologist labels treat them; ``uncertain_positive=False`` changes it).
+
+Names and order come from :data:`vision.registry.FINDING_NAMES`. The patterns are the author's own wording rules;
+they were tuned with cross-validation on the CT-CLIP 800-report training set (see ``tools/labeler_cv.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from vision.registry import FINDING_NAMES
+
+
+@dataclass(frozen=True)
+class Mention:
+    finding: str  # CT-RATE finding name
+    sentence: str  # the sentence the mention is in (verbatim)
+    negated: bool
+    uncertain: bool
+    span: tuple[int, int]  # character offsets of the matched words in the report text
+
+
+def _rx(*alts: str) -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(alts) + r")", re.IGNORECASE)
+
+
+_PATTERNS: dict[str, list[re.Pattern]] = {
+    "Medical material": [_rx(
+        r"catheters?\b", r"port\b", r"pace ?makers?", r"stents?\b", r"prosthe(?:sis|ses|tic)", r"sternotomy",
+        r"(?:sternal |surgical |metallic |cerclage |vascular )?(?:wires?|clips?)\b", r"sutures?\b",
+        r"(?:nasogastric|endotracheal|tracheostomy|chest|drainage|thoracostomy|feeding|gastrostomy|ng) tubes?",
+        r"cannula", r"(?:valve|aortic valve) replacement", r"(?:mechanical|prosthetic|metallic) valve",
+        r"electrodes?\b", r"leads?\b(?= of| extending| of the)", r"screws?\b", r"(?:fixation|metal(?:lic)?) (?:plates?|materials?|implants?|devices?)",
+        r"implants?\b", r"drains?\b", r"coils?\b", r"embolization material", r"defibrillator", r"icd\b",
+        r"(?:endo)?graft\b", r"cardiac device", r"tracheostomy", r"osteosynthesis", r"staples?\b",
+        r"orthopedic material", r"surgical material", r"foreign body", r"expander", r"reservoir",
+    )],
+    "Arterial wall calcification": [],  # context rule in _plaques()
+    "Cardiomegaly": [_rx(
+        r"cardiomegal", r"(?:heart|cardiac) (?:size |contour |silhouette |dimensions? )?(?:is |was |are |were )?"
+                         r"(?:\w+ )?(?:enlarged|increased|large)", r"enlarged heart", r"increased (?:heart|cardiac) (?:size|diameter|dimensions)",
+        r"enlargement of the heart", r"(?:heart|cardiac) enlargement", r"cardiothoracic ratio (?:is |was )?increased",
+        r"heart size increased", r"(?:cardiothoracic|cardio-thoracic) (?:index|ratio) (?:\w+ ){0,2}increase",
+        r"increase\w* (?:\w+ ){0,3}(?:cardiothoracic|cardio-thoracic) (?:index|ratio)", r"ctr (?:\w+ ){0,1}increase",
+        r"increase\w* in (?:the )?(?:heart|cardiac) (?:size|dimensions|diameter)",
+    )],
+    "Pericardial effusion": [_rx(
+        r"pericardial (?:effusion|fluid|thickening)", r"pericardial effusion-thickening", r"effusion in the pericard",
+        r"fluid in the pericard", r"pericardial (?:space|recess)\w* (?:\w+ )?fluid", r"pericardial [\w-]*effusion",
+        r"pericardial (?:minimal |mild |slight )?(?:effusion|fluid)", r"hydropericard",
+        r"(?:effusion|fluid) (?:\w+ ){0,8}(?:in|of) the (?:\w+ ){0,3}pericardi(?:al|um)",
+    )],
+    "Coronary artery wall calcification": [],  # context rule in _plaques()
+    "Hiatal hernia": [_rx(r"hiatal? hernia", r"hiatus hernia", r"hernia (?:\w+ ){0,3}hiat", r"hiatal", r"hiatus")],
+    # CT-RATE radiologists label any described lymph node (even sub-centimetric) as positive; "no ... lymph node" is 0
+    "Lymphadenopathy": [_rx(r"lymphadenopath", r"adenopath", r"laps?\b", r"lymph ?nodes?", r"lymph node\w*",
+                            r"conglomerat\w* (?:\w+ ){0,2}nodes?")],
+    "Emphysema": [_rx(r"emphysem", r"bullae?\b", r"bullous", r"blebs?\b")],
+    "Atelectasis": [_rx(r"(?<!fibro)(?<!fibro-)atelecta", r"hypoventilat", r"collapsed? (?:lung|lobe|segment)",
+                        r"(?:lobe|segment|lung) collapse")],
+    "Lung nodule": [_rx(r"nodules?\b", r"micronodul", r"nodular (?!ground|consolidat|densit|thicken|calcif|opacit|"
+                        r"infiltrat|appearance|contour|pattern|septal|pleural)",
+                        r"(?:lung|pulmonary|parenchymal) mass", r"mass lesion in the lung")],
+    "Lung opacity": [_rx(r"opacit", r"ground[ -]glass", r"infiltrat", r"density increase", r"increased density",
+                         r"increase in density", r"densit(?:y|ies) (?:\w+ ){0,3}(?:lung|parenchyma)",
+                         r"crazy paving", r"haziness", r"frosted glass")],
+    "Pulmonary fibrotic sequela": [_rx(r"fibro", r"sequela", r"parenchymal bands?", r"scar\b", r"scarring",
+                                       r"fibrous", r"sequel\b")],
+    "Pleural effusion": [_rx(r"pleural (?:\w+ ){0,2}(?:effusion|fluid)", r"effusion", r"hydro ?(?:pneumo|pnomo)?thorax",
+                             r"hemothorax", r"fluid (?:\w+ ){0,3}pleural", r"pleural space (?:\w+ ){0,3}fluid")],
+    "Mosaic attenuation pattern": [_rx(r"mosaic")],
+    "Peribronchial thickening": [_rx(r"peribronchial (?:\w+ ){0,2}thicken", r"bronchial wall thicken",
+                                     r"thickening (?:of|in) the (?:peri)?bronch", r"peribronchial cuff",
+                                     r"thickened bronch", r"bronchial thickening", r"peribronchovascular (?:\w+ ){0,2}thicken",
+                                     r"peribronchial (?:interstitial )?thickening",
+                                     r"peribronchial thickness", r"increase\w* in (?:the )?peribronchial thickness",
+                                     r"peribronch\w* (?:\w+ ){0,2}density", r"density (?:\w+ ){0,6}peribronch")],
+    "Consolidation": [_rx(r"consolidat", r"air bronchogram")],
+    "Bronchiectasis": [_rx(r"bronchiecta", r"dilated bronch", r"bronchial dilat", r"dilatation of the bronch")],
+    "Interlobular septal thickening": [_rx(r"septal thicken", r"interlobular sept", r"thicken\w* (?:\w+ ){0,2}sept",
+                                           r"crazy paving", r"septal")],
+}
+
+# A mention is dropped when its sentence matches the finding's exclusion (another organ or another finding is meant)
+# and does not name the organ of the finding.
+_OTHER_ORGAN = r"liver|hepat|kidney|renal|spleen|splen|pancrea|vertebra|bone|osseous|fatty tissue|thyroid|adrenal|breast|muscle|subcutaneous|soft tissue|scapula|sternum|rib\b|bowel|gall"
+_EXCLUDE: dict[str, tuple[re.Pattern, re.Pattern | None]] = {
+    "Pleural effusion": (re.compile(r"pericard|perirenal|perihepatic|periton|ascit|joint|perisplenic", re.I),
+                         re.compile(r"pleura|hemithora|hydrothorax|thorax", re.I)),
+    "Lung opacity": (re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
+                                r"ground[ -]glass nodul|leukemic|" + _OTHER_ORGAN, re.I), None),
+    "Lung nodule": (re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
+                               r"nodular (?:thickening|calcif)|lymph node", re.I), re.compile(r"\blungs?\b|pulmonary|parenchym", re.I)),
+}
+
+_PLAQUE = _rx(r"atherom", r"plaques?\b", r"calcif", r"atheroscleros", r"atherosclerotic")
+_CORONARY = _rx(r"coronar", r"\blad\b", r"circumflex", r"\brca\b")
+_ARTERIAL = _rx(r"aort(?!ic valve)", r"arter", r"vascular", r"carotid", r"subclavian", r"brachiocephalic", r"iliac",
+                r"vessel", r"truncus", r"celiac", r"arch\b")
+_NOT_VESSEL = _rx(r"pleura", r"valv", r"nodul", r"lymph", r"granulom", r"costal", r"cartilag", r"liver", r"spleen",
+                  r"thyroid", r"pericard", r"kidney", r"renal")
+_CORONARY_ARTERY = re.compile(r"coronary arter\w*|coronary vessels?", re.IGNORECASE)
+
+_NEG_PRE = _rx(r"no\b", r"not\b", r"without", r"absence of", r"free of", r"neither", r"nor\b", r"negative for",
+               r"no evidence of", r"nothing", r"none\b", r"resolved", r"regressed")
+_NEG_POST = _rx(
+    r"(?:was|were|is|are|has been|have been)? ?(?:not|never) (?:\w+ )?(?:observed|detected|seen|found|identified|"
+    r"noted|present|visualized|evident|determined|monitored|shown|encountered|reached|reach)",
+    r"did not (?:reach|show|have)", r"not (?:reaching|in) (?:the )?patholog", r"(?:were|was|is|are) (?:not|no longer)",
+    r"below (?:the )?pathological", r"not of pathological", r"(?:is|was|are|were) absent", r"(?:has |have )?disappeared", r"(?:\w+ )?regressed",
+    r"(?:is|are|was|were) (?:within )?normal", r"under the pathological", r"non-?pathologic",
+)
+_AFFIRM = _rx(r"observed", r"seen", r"detected", r"noted", r"present", r"identified", r"monitored", r"there (?:is|are)",
+              r"evaluated", r"appear", r"considered", r"compatible", r"consistent", r"shows?", r"showed", r"contains?")
+_UNCERTAIN = re.compile(r"\?|\b(?:suspicious|suspected|suspicion|cannot be (?:excluded|ruled out)|can ?not be "
+                        r"(?:excluded|ruled out)|not (?:be )?ruled out|possible|possibly|probabl[ey]|may\b|might|"
+                        r"likely|questionable|equivocal|differential|suggest|doubtful|rule out)", re.IGNORECASE)
+_SENT_SPLIT = re.compile(r"(?<=[.;!?])\s+|\s*[\"\n\r]+\s*|(?<=[a-z]\.)(?=[A-Z])")
+_STRONG_SPLIT = re.compile(r"\bbut\b|\bhowever\b|\bwhereas\b|\balthough\b|\bexcept\b|\bapart from\b|"
+                           r"\bother than\b|\bwhich\b|:", re.IGNORECASE)
+_CLAUSE_SPLIT = re.compile(r",|:|\bbut\b|\bhowever\b|\bwhereas\b|\balthough\b|\bwhile\b|\bexcept\b|\bapart from\b"
+                           r"|\bother than\b|\bwhich\b", re.IGNORECASE)
+
+
+def split_sentences(text: str) -> list[tuple[int, str]]:
+    """Sentences of a report with their character offsets (quotes and new lines end sentences too)."""
+    out, pos = [], 0
+    for part in _SENT_SPLIT.split(text):
+        start = text.find(part, pos) if part else pos
+        if part and part.strip(" .\"'"):
+            out.append((start, part))
+        pos = start + len(part)
+    return out
+
+
+def _clause_bounds(sentence: str, start: int, end: int, splitter: re.Pattern = _CLAUSE_SPLIT) -> tuple[int, int]:
+    lo, hi = 0, len(sentence)
+    for m in splitter.finditer(sentence):
+        if m.end() <= start:
+            lo = m.end()
+        elif m.start() >= end:
+            hi = m.start()
+            break
+    return lo, hi
+
+
+def _negated(sentence: str, start: int, end: int) -> bool:
+    lo, hi = _clause_bounds(sentence, start, end, _STRONG_SPLIT)
+    before, after = sentence[lo:start], sentence[end:hi]
+    for m in reversed(list(_NEG_PRE.finditer(before))):
+        if not _AFFIRM.search(before[m.end():]):
+            return True
+        break
+    m = _NEG_POST.search(after)
+    if m and not _AFFIRM.search(after[:m.start()]):
+        return True
+    return False
+
+
+def _uncertain(sentence: str, start: int, end: int) -> bool:
+    lo, hi = _clause_bounds(sentence, start, end)
+    return bool(_UNCERTAIN.search(sentence[lo:hi])) or sentence.rstrip().endswith("?")
+
+
+def _excluded(name: str, sentence: str) -> bool:
+    rule = _EXCLUDE.get(name)
+    if rule is None or not rule[0].search(sentence):
+        return False
+    return rule[1] is None or not rule[1].search(sentence)
+
+
+def _plaques(sentence: str) -> list[tuple[str, int, int]]:
+    """Calcified-plaque mentions → coronary and/or arterial wall calcification, decided by the vessels named."""
+    out = []
+    coronary = bool(_CORONARY.search(sentence))
+    other_vessel = bool(_ARTERIAL.search(_CORONARY_ARTERY.sub(" ", sentence)))
+    for m in _PLAQUE.finditer(sentence):
+        word = m.group(0).lower()
+        if word.startswith("calcif") and not re.search(r"plaque|atherom|wall|vascular|arter|aort|coronar|vessel",
+                                                       sentence, re.IGNORECASE):
+            continue  # calcified nodule/lymph node/valve, not a vessel wall
+        if coronary:
+            out.append(("Coronary artery wall calcification", m.start(), m.end()))
+        if other_vessel or (not coronary and not _NOT_VESSEL.search(sentence) and word.startswith(("atherom", "plaque"))):
+            out.append(("Arterial wall calcification", m.start(), m.end()))
+    return out
+
+
+def find_mentions(text: str) -> list[Mention]:
+    """Every finding mention in a report, with negation and uncertainty.
+
+    Args:
+        text: a free-text report (findings and/or impression), any length.
+
+    Returns:
+        mentions in text order; a phrase may yield mentions of several findings.
+    """
+    out: list[Mention] = []
+    for offset, sent in split_sentences(text):
+        hits: list[tuple[str, int, int]] = []
+        for name, pats in _PATTERNS.items():
+            for pat in pats:
+                for m in pat.finditer(sent):
+                    hits.append((name, m.start(), m.end()))
+        hits = [h for h in hits if not _excluded(h[0], sent)] + _plaques(sent)
+        seen = set()
+        for name, s, e in sorted(hits, key=lambda h: (h[1], FINDING_NAMES.index(h[0]))):
+            if (name, s) in seen:
+                continue
+            seen.add((name, s))
+            out.append(Mention(name, sent, _negated(sent, s, e), _uncertain(sent, s, e), (offset + s, offset + e)))
+    return out
+
+
+def label_report(text: str, *, uncertain_positive: bool = True) -> dict[str, int]:
+    """The 18 CT-RATE labels (0/1, CT-RATE names and order) of one report."""
+    labels = dict.fromkeys(FINDING_NAMES, 0)
+    for m in find_mentions(text or ""):
+        if not m.negated and (uncertain_positive or not m.uncertain):
+            labels[m.finding] = 1
+    return labels
+
+
+def label_reports(texts: Iterable[str], *, uncertain_positive: bool = True) -> list[dict[str, int]]:
+    """:func:`label_report` for many reports."""
+    return [label_report(t, uncertain_positive=uncertain_positive) for t in texts]
