@@ -216,6 +216,11 @@ def find_bone(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, np.ndar
     vml = float(np.prod(sp)) / 1000.0
     metal = (hu > METAL_HU) & body
     cand = (hu > BONE_HU) & body & ~metal
+    # contrast blood pools (heart, aorta) touch the spine and would join bone components: remove thick regions
+    # below cortex density that no cortical ring encloses (vertebral bodies are enclosed, chambers are not)
+    cortex_f = ops.fill_holes_2d(ndi.binary_closing(hu > CORTEX_HU, iterations=1))
+    pool = ndi.binary_opening(cand & ~cortex_f & (hu < CORTEX_HU), structure=ops.ball(3.0, sp))
+    cand &= ~pool
     lab, sizes = ops.components(cand)
     if sizes.max(initial=0) == 0:
         return np.zeros_like(cand), metal
