@@ -68,7 +68,9 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
     ttl = float(app_cfg.get("session_ttl_s") or 6 * 3600)
     sweep_stale(ttl_s=ttl)
 
-    with gr.Blocks(title="ctscribe: CT report drafting", analytics_enabled=False) as demo:
+    # Uploaded CTs and exports also sit in gradio's file cache: purge it on the same schedule as the sessions.
+    with gr.Blocks(title="ctscribe: CT report drafting", analytics_enabled=False,
+                   delete_cache=(max(60, int(ttl) // 4), int(ttl))) as demo:
         state = gr.State(None, time_to_live=ttl, delete_callback=close_session)
         selected = gr.State("")
 
@@ -136,9 +138,12 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
         # ------------------------------------------------------------------------------------------- handlers
         view_inputs = [state, *sliders, window, overlays, alpha]
 
+        upload_outputs = [state, status, banner, *imgs, *sliders, overlays, window, legend, measures, table, preview,
+                          evidence, chat, cites]
+
         def on_upload(session, upload, progress=gr.Progress()):
             session = _session(session)
-            n_out = 17
+            n_out = len(upload_outputs)
             try:
                 cb.load_study(pipeline, session, upload, lambda f, m: progress(f, desc=m))
             except CTScribeError as e:
@@ -158,9 +163,7 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
                     cb.measurement_rows(session), cb.sentence_rows(session), cb.report_preview_html(session),
                     "", [], "")
 
-        files.upload(on_upload, [state, files],
-                     [state, status, banner, *imgs, *sliders, overlays, window, legend, measures, table, preview,
-                      evidence, chat, cites], concurrency_limit=limit)
+        files.upload(on_upload, [state, files], upload_outputs, concurrency_limit=limit)
 
         def make_plane_handler(i: int):
             def handler(session, idx, win, ovl, a):
