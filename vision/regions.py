@@ -145,7 +145,6 @@ def from_labelmap(volume: CTVolume, labels: np.ndarray, timings: dict[str, float
     classical = _classical(volume, timings)
     ts_regions, ts_structs = region_masks_from_labelmap(labels)
     factors = classical.work["factors"]
-    sl = tuple(slice(None, None, f) for f in factors)  # work grid view for measurements (nearest, no averaging)
     wm = dict(classical.work["masks"])
     ws = dict(classical.work["structures"])
     masks = dict(classical.masks.items())
@@ -158,7 +157,6 @@ def from_labelmap(volume: CTVolume, labels: np.ndarray, timings: dict[str, float
         if m.any():
             structs[k], method[k] = m, "TotalSegmentator v2 'total' classes"
             ws[k] = _to_work(m, factors, wm["lung"].shape)
-    del sl
     absent = _absent(wm, classical.work["spacing"])
     info = dict(classical.info, backend="totalsegmentator")
     work = dict(classical.work, masks=wm, structures=ws)
