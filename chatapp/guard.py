@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 _NUM = re.compile(r"(?<![\w.])[-\u2212]?\d+(?:[.,]\d+)?")
 _ENUM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+")
-_NEG = re.compile(r"\b(no|not|without|absence of|absent|negative for|free of|neither|nor|rule out)\b", re.I)
+_NEG = re.compile(r"\b(no|not|without|absence of|absent|negative for|free of|neither|nor|rule out)\b", re.IGNORECASE)
 
 
 def extract_numbers(text: str) -> list[float]:

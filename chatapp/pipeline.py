@@ -20,13 +20,20 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from chatapp import guard, prompts, vqa
-from chatapp.report import (FindingCall, build_structured_report, call_findings, nodule_diameter, nodule_mask,
-                            report_settings,
-                            supported_findings)
+from chatapp.report import (
+    FindingCall,
+    build_structured_report,
+    call_findings,
+    nodule_diameter,
+    nodule_mask,
+    report_settings,
+    supported_findings,
+)
 from chatapp.schema import DEMO_WEIGHTS_NOTICE, Answer, Citation, Evidence, Report, Sentence, Study
 
 log = logging.getLogger(__name__)
@@ -55,13 +62,13 @@ def fleischner_advice(diameter_mm: float, multiple: bool) -> tuple[str, str]:
     d = round(diameter_mm)
     kind = "multiple solid nodules" if multiple else "a single solid nodule"
     if d < 6:
-        return (f"{kind} smaller than 6 mm", "no routine follow-up for low-risk patients; optional CT at 12 months "
-                "for high-risk patients")
+        return (f"{kind} smaller than 6 mm", ("no routine follow-up for low-risk patients; optional CT at 12 months "
+                                             "for high-risk patients"))
     if d <= 8:
         if multiple:
             return (f"{kind} of 6 to 8 mm", "CT at 3 to 6 months, then consider CT at 18 to 24 months")
-        return (f"{kind} of 6 to 8 mm", "CT at 6 to 12 months, then consider CT at 18 to 24 months (low risk) or "
-                "CT at 18 to 24 months (high risk)")
+        return (f"{kind} of 6 to 8 mm", ("CT at 6 to 12 months, then consider CT at 18 to 24 months (low risk) "
+                                                 "or CT at 18 to 24 months (high risk)"))
     if multiple:
         return (f"{kind} larger than 8 mm", "CT at 3 to 6 months, then consider CT at 18 to 24 months")
     return (f"{kind} larger than 8 mm", "consider CT at 3 months, PET/CT, or tissue sampling")
@@ -99,7 +106,7 @@ class Pipeline:
         self.load_warnings: list[str] = []
 
     @classmethod
-    def from_config(cls, config: Any = None, **overrides: Any) -> "Pipeline":
+    def from_config(cls, config: Any = None, **overrides: Any) -> Pipeline:
         """Build a pipeline; nothing heavy loads here. ``overrides``: ``model=``, ``store=`` or report settings."""
         return cls(config, **overrides)
 

@@ -6,7 +6,8 @@ lets the guard, the tests and the app share one source of truth.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from vision.registry import region as region_info
 

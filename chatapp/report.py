@@ -8,8 +8,9 @@ An LLM may later rephrase sentences (``chatapp.guard`` decides what survives); n
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from chatapp import prompts
 from chatapp.schema import Citation, Evidence, Report, Section, Sentence, Study
@@ -22,7 +23,10 @@ from vision.schema import Measurement
 DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
     "Lung nodule": {"measurement": ["nodule"], "min": 3.0},  # diameter_mm; Fleischner ignores < 3 mm micronodules
     "Emphysema": {"measurement": ["laa950_percent"], "min": 6.0},  # % lung voxels < -950 HU
-    "Pleural effusion": {"measurement": ["pleural_fluid_volume_ml_left", "pleural_fluid_volume_ml_right"], "min": 10.0},
+    # both spellings: the contract's pleural_fluid_volume_ml_<side> and vision.measure's pleural_fluid_volume_<side>_ml
+    "Pleural effusion": {"measurement": ["pleural_fluid_volume_ml_left", "pleural_fluid_volume_ml_right",
+                                         "pleural_fluid_volume_left_ml", "pleural_fluid_volume_right_ml"],
+                         "min": 25.0},  # classical fluid masks read ~20 mL in effusion-free phantoms
     "Pericardial effusion": {"measurement": ["pericardial_fluid_volume_ml"], "min": 50.0},  # normal fluid < ~50 mL
     "Cardiomegaly": {"measurement": ["cardiothoracic_ratio"], "min": 0.5},
     "Coronary artery wall calcification": {"measurement": ["coronary_calcium_score"], "min": 1.0},
@@ -193,6 +197,21 @@ def _nodule_search_ran(study: Study) -> bool:
     return "lung" not in study.absent_regions and any(m.region == "lung" for m in study.measurements)
 
 
+MAX_NODULES_LISTED = 4  # larger counts are summarised in one sentence
+
+
+def _canonical(name: str) -> str:
+    """pleural_fluid_volume_left_ml → pleural_fluid_volume_ml_left (one spelling inside this module)."""
+    m = re.fullmatch(r"pleural_fluid_volume_(left|right)_ml", name)
+    return f"pleural_fluid_volume_ml_{m.group(1)}" if m else name
+
+
+def _article(num: str) -> str:
+    """'An' before numbers read with a leading vowel sound (8, 11, 18, 80-89, 800-899 ...)."""
+    whole = num.split(".")[0]
+    return "An" if whole.startswith("8") or whole in ("11", "18") else "A"
+
+
 def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
@@ -212,14 +231,20 @@ def finding_sentences(call: FindingCall, settings: dict[str, Any]) -> list[Sente
     if f.name == "Lung nodule":
         dec = int(settings.get("size_decimals", 0))
         out = []
-        for m in ms:
+        shown = ms[:MAX_NODULES_LISTED]
+        for m in shown:
             d = nodule_diameter(m)
-            text = f"A {_fmt(d, dec)} mm nodule in the {lobe_text(m)}."
+            text = f"{_article(_fmt(d, dec))} {_fmt(d, dec)} mm nodule in the {lobe_text(m)}."
             out.append(Sentence(text, "lung", nodule_mask(m) or mask, [measurement_evidence(m)] +
                                 [e for e in ev if e.kind == "probability"], "measured", round(call.confidence, 3),
                                 [f.name]))
+        if rest := ms[MAX_NODULES_LISTED:]:
+            lo, hi = min(map(nodule_diameter, rest)), max(map(nodule_diameter, rest))
+            out.append(Sentence(f"{len(rest)} further smaller nodules measure {_fmt(lo, dec)} to {_fmt(hi, dec)} mm.",
+                                "lung", nodule_mask(rest[0]) or mask, [measurement_evidence(m) for m in rest],
+                                "measured", round(call.confidence, 3), [f.name]))
         return out
-    v = {m.name: float(m.value) for m in ms}
+    v = {_canonical(m.name): float(m.value) for m in ms}
     if f.name == "Emphysema":
         text = f"Emphysema, with {v['laa950_percent']:.1f}% of lung volume below -950 HU (LAA-950)."
     elif f.name == "Pleural effusion":

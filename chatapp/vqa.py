@@ -11,11 +11,12 @@ scan facts and retrieved passages) or out of scope (a clear answer saying so). F
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from chatapp import prompts
-from chatapp.report import FindingCall, lobe_text, nodule_diameter
+from chatapp.report import FindingCall, _canonical, lobe_text, nodule_diameter
 from chatapp.schema import Answer, Citation, Evidence, Study
 from vision.registry import FINDINGS
 from vision.registry import region as region_info
@@ -221,7 +222,7 @@ def _nodules_matching(call: FindingCall, side: str | None, lobe: str | None) -> 
 
 
 def _size_text(call: FindingCall) -> str | None:
-    vals = {m.name: m.value for m in call.measurements}
+    vals = {_canonical(m.name): m.value for m in call.measurements}
     n = call.name
     if n == "Lung nodule" and call.measurements:
         parts = [f"{nodule_diameter(m):.0f} mm in the {lobe_text(m)}" for m in call.measurements]
@@ -248,7 +249,7 @@ def _location_text(call: FindingCall, study: Study) -> str:
         locs = [f"the {lobe_text(m)} ({nodule_diameter(m):.0f} mm)" for m in call.measurements]
         return f"The {'nodule is' if len(locs) == 1 else 'nodules are'} in " + "; ".join(locs) + "."
     if call.name == "Pleural effusion" and call.measurements:
-        sides = [s for s in ("right", "left") if any(m.name.endswith(s) for m in call.measurements)]
+        sides = [s for s in ("right", "left") if any(s in m.name for m in call.measurements)]
         where = "both pleural spaces" if len(sides) == 2 else f"the {sides[0]} pleural space"
         return f"The pleural effusion is in {where}."
     return f"The {_label(call.name)} is in {_region_phrase(call.region)}."
@@ -385,5 +386,14 @@ def fallback_free_answer(question: str, study: Study, calls: dict[str, FindingCa
     return text
 
 
-__all__ = ["ParsedQuestion", "FreePlan", "parse_question", "answer_structured", "plan_question", "match_findings",
-           "study_facts", "citations_from_hits", "fallback_free_answer"]
+__all__ = [
+    "FreePlan",
+    "ParsedQuestion",
+    "answer_structured",
+    "citations_from_hits",
+    "fallback_free_answer",
+    "match_findings",
+    "parse_question",
+    "plan_question",
+    "study_facts",
+]

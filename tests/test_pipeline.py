@@ -7,11 +7,11 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from chatapp.cli import main
 from chatapp.pipeline import Pipeline, study_name
 from chatapp.schema import Answer, Report, Study
-from conftest import shared_path
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,44 @@ def test_cli_report_is_resumable_and_ask_json(ct_file, tmp_path, capsys):
     ans = json.loads(capsys.readouterr().out)
     assert {"answer", "citations", "evidence"} <= set(ans) and ans["kind"] == "abnormality"
     assert main(args + ["report", str(tmp_path / "missing.nii.gz"), "--out", str(out)]) == 2
+
+
+def test_phantom_eval_ci_sized():
+    """CI-sized run of tools/eval_phantom_reports.py: guard leaves nothing unsupported; metrics are reported."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("eval_phantom_reports", ROOT / "tools" / "eval_phantom_reports.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pytest.importorskip("vision.phantom")
+    res = mod.evaluate(4, seed0=200000, shape=(128, 128, 64), spacing=(2.8, 2.8, 5.0),
+                       pipe=Pipeline.from_config(model=False, store=False), questions=3, log=None)
+    assert res["unsupported_after_guard"] == 0
+    assert res["tp"] > 0 and 0 < res["ce_micro_f1"] <= 1
+    assert res["distinct_output_ratio"] == 1.0 and res["top_template_share"] <= 0.5
+    assert set(res["template_accuracy_by_type"]) == {"presence", "location", "size"}
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("rel", [("ct-volumes_tcia-cptac-lscc", "cptac_lscc_C3N-00247_chest_ct_w_contrast.nii.gz"),
+                                 ("ct-volumes_totalsegmentator-tests", "example_ct_dicom")])
+def test_real_ct_complete_report_and_answers(rel, tmp_path):
+    src = shared_path(*rel)
+    pipe = Pipeline.from_config(store=False, use_llm=False)  # the model runs when its weights exist
+    st = pipe.analyze(src)
+    rep = pipe.report(st)
+    assert [s.region for s in rep.sections][:10] == ["lung", "trachea_and_bronchi", "mediastinum", "heart",
+                                                      "esophagus", "pleura", "bone", "thyroid", "breast", "abdomen"]
+    for s in rep.sentences():
+        assert s.text and s.region and s.source and (s.evidence or s.region == "impression")
+    assert rep.guard["unsupported_after_guard"] == 0
+    if st.weights and "demo" in st.weights.lower():
+        assert "synthetic phantoms" in rep.weights
+    for q in ("What abnormalities are present in the scan?", "Is there a nodule in the lung?",
+              "What is the patient's name?"):
+        assert pipe.ask(st, q).text
+    (tmp_path / "report.txt").write_text(rep.to_text())
+    print(rep.to_text())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import shared_path
 from test_report import make_study
 
 from chatapp.pipeline import Pipeline
 from chatapp.schema import Answer
 from chatapp.vqa import match_findings, parse_question
-from conftest import shared_path
 from vision.registry import FINDING_NAMES
 
 

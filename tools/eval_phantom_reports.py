@@ -1,0 +1,149 @@
+"""Evaluate generated reports and template VQA on unseen synthetic phantoms with known findings.
+
+Prints: CE micro-F1 of the reports against the phantom truth (through the project's labeler), per-finding F1,
+unsupported findings left after the guard, nodule-size agreement (text within 1 mm of truth), template-question
+accuracy by type (presence / location / size), distinct-output ratio and top-template share.
+
+    python tools/eval_phantom_reports.py --n 200                         # the acceptance run (slow on 2 cores)
+    python tools/eval_phantom_reports.py --n 20 --shape 128,128,64 --spacing 2.8,2.8,5  # CI-sized
+
+Seeds start at ``--seed0`` (default 100000) so they are not the seeds phantom training sets use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT.parent / "shared" / "data" / "radgenome-chestct_vqa-subset2000"
+FALLBACK_TEMPLATES = {  # used when ../shared/data is absent
+    "presence": ["Can {abnormality} be identified in the {region}?", "Is there any sign of {abnormality} in the {region}?"],
+    "location": ["Where is the {abnormality} located in the image?"],
+    "size": ["What is the size of the {abnormality} in the {region}?"],
+}
+_NUM = re.compile(r"\d+(?:\.\d+)?")
+
+
+def load_templates() -> dict[str, list[str]]:
+    out = {}
+    for kind in ("presence", "location", "size"):
+        p = TEMPLATES / f"qa_template_{kind}_template.json"
+        out[kind] = sorted(set(json.loads(p.read_text())[kind])) if p.exists() else FALLBACK_TEMPLATES[kind]
+    return out
+
+
+def report_body(rep: Any) -> str:
+    """The report's sentences only (no notices/references), as the labeler should read them."""
+    return " ".join(s.text for sec in rep.sections if sec.region != "recommendations" for s in sec.sentences
+                    if s.status != "removed")
+
+
+def truth_nodules(ph: Any) -> list[dict[str, Any]]:
+    n = ph.measurements.get("nodules") or []
+    return [x for x in n if isinstance(x, dict) and x.get("diameter_mm")]
+
+
+def evaluate(n: int = 200, seed0: int = 100000, shape=(256, 256, 128), spacing=(1.4, 1.4, 2.5), pipe: Any = None,
+             questions: int = 6, log=print) -> dict[str, Any]:
+    import numpy as np
+
+    from chatapp.evaluation.labeler import label_report
+    from chatapp.pipeline import Pipeline
+    from vision.phantom import make_phantom, random_findings
+    from vision.registry import FINDING_NAMES, REGIONS, finding
+
+    pipe = pipe or Pipeline.from_config()
+    tpl = load_templates()
+    rng = np.random.default_rng(seed0)
+    tp = Counter(); fp = Counter(); fn = Counter()
+    unsupported = 0
+    size_ok = size_n = 0
+    qa: dict[str, list[bool]] = {"presence": [], "location": [], "size": []}
+    texts: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        seed = seed0 + i
+        ph = make_phantom(seed, shape=shape, spacing=spacing, findings=random_findings(seed))
+        study = pipe.analyze(ph.volume)
+        rep = pipe.report(study)
+        body = report_body(rep)
+        texts.append(body)
+        pred = label_report(body)
+        for name in FINDING_NAMES:
+            t, p = int(ph.labels.get(name, 0)), int(pred.get(name, 0))
+            tp[name] += t and p; fp[name] += (not t) and p; fn[name] += t and (not p)
+        unsupported += int(rep.guard.get("unsupported_after_guard", 0))
+        nods = truth_nodules(ph)
+        nod_nums = [float(x) for s in rep.sentences() if "nodule" in s.text and s.region == "lung"
+                    for x in _NUM.findall(s.text)]
+        for nd in nods:
+            size_n += 1
+            size_ok += any(abs(x - float(nd["diameter_mm"])) <= 1.0 for x in nod_nums)
+        # template questions about this phantom's truth
+        region_of = {r.key: r.radgenome_name for r in REGIONS}
+        names = list(FINDING_NAMES)
+        for _ in range(questions):
+            name = names[int(rng.integers(len(names)))]
+            q = str(rng.choice(tpl["presence"])).format(abnormality=name.lower(),
+                                                        region=region_of[finding(name).region])
+            a = pipe.ask(study, q)
+            qa["presence"].append(a.text.startswith("Yes" if ph.labels.get(name) else "No"))
+        for nd in nods[:1]:
+            a = pipe.ask(study, str(rng.choice(tpl["location"])).format(abnormality="lung nodule"))
+            qa["location"].append(nd["side"] in a.text and (not nd.get("lobe") or nd["lobe"] in a.text))
+            a = pipe.ask(study, str(rng.choice(tpl["size"])).format(abnormality="lung nodule", region="lung"))
+            qa["size"].append(any(abs(float(x) - float(nd["diameter_mm"])) <= 1.0 for x in _NUM.findall(a.text)))
+        if log and (i + 1) % max(1, n // 10) == 0:
+            log(f"  {i + 1}/{n} phantoms, {time.perf_counter() - t0:.0f} s")
+    TP, FP, FN = sum(tp.values()), sum(fp.values()), sum(fn.values())
+    micro = 2 * TP / max(1, 2 * TP + FP + FN)
+    per = {k: round(2 * tp[k] / max(1, 2 * tp[k] + fp[k] + fn[k]), 3) for k in FINDING_NAMES
+           if tp[k] + fp[k] + fn[k]}
+    masked = Counter(_NUM.sub("#", t) for t in texts)
+    all_q = [x for v in qa.values() for x in v]
+    return {
+        "phantoms": n, "shape": list(shape), "spacing": list(spacing), "weights": pipe.weights_label or "none",
+        "ce_micro_f1": round(micro, 4), "tp": TP, "fp": FP, "fn": FN, "per_finding_f1": per,
+        "unsupported_after_guard": unsupported,
+        "nodule_size_within_1mm": f"{size_ok}/{size_n}",
+        "template_accuracy": round(sum(all_q) / max(1, len(all_q)), 4),
+        "template_accuracy_by_type": {k: f"{sum(v)}/{len(v)}" for k, v in qa.items()},
+        "distinct_output_ratio": round(len(set(texts)) / max(1, n), 4),
+        "top_template_share": round(masked.most_common(1)[0][1] / max(1, n), 4) if texts else 0.0,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed0", type=int, default=100000)
+    ap.add_argument("--shape", default="256,256,128")
+    ap.add_argument("--spacing", default="1.4,1.4,2.5")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    a = ap.parse_args(argv)
+    from chatapp.cli import set_offline_env
+    from chatapp.config import load_config
+    from chatapp.pipeline import Pipeline
+
+    set_offline_env()
+    pipe = Pipeline.from_config(load_config(a.config, a.overrides))
+    res = evaluate(a.n, a.seed0, tuple(int(x) for x in a.shape.split(",")),
+                   tuple(float(x) for x in a.spacing.split(",")), pipe, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(res, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
