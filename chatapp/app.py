@@ -41,7 +41,8 @@ CSS = """
 .cts-swatch {display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 8px;}
 .cts-view {background: #0b0f19 !important;}
 .cts-view img {object-fit: contain;}
-#cts-sentences table *, #cts-measurements table * {font-family: var(--font) !important; font-size: 0.9rem;}
+#cts-sentences table, #cts-sentences table *, #cts-measurements table, #cts-measurements table * {
+  font-family: ui-sans-serif, system-ui, "Segoe UI", Roboto, sans-serif !important; font-size: 0.9rem;}
 """
 
 
@@ -105,7 +106,7 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
             with gr.Column(scale=3):
                 gr.Markdown("### Draft report")
                 table = gr.Dataframe(headers=cb.SENTENCE_HEADERS, value=[], interactive=False, wrap=True,
-                                     elem_id="cts-sentences", max_height=420,
+                                     elem_id="cts-sentences", max_height=560,
                                      column_widths=["5%", "14%", "55%", "9%", "10%", "7%"],
                                      label="Click a sentence to see its evidence and jump to its region")
                 with gr.Row():
