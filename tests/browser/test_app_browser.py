@@ -176,7 +176,6 @@ def test_full_review_flow_with_fake_pipeline(browser, fake_server, dicom_zip):
         # export and download the text file: it holds the edit, not the removed sentence, and the notice
         page.click("#cts-export")
         page.locator("#cts-exported").get_by_text(".txt").first.wait_for()
-        (ARTIFACTS / "exported-files.html").write_text(page.locator("#cts-exported").inner_html())
         link = page.locator("#cts-exported tr").filter(has_text=".txt").locator("a").first
         with page.expect_download() as dl:
             link.click()
