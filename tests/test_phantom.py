@@ -80,6 +80,13 @@ def test_findings_look_like_themselves(base_default):
     assert "Right pleural effusion" in ph.report and "pacemaker" in ph.report
 
 
+def test_cardiomegaly_raises_ctr_above_half(base_small):
+    ph = make_phantom(7, findings={"Cardiomegaly": {"severity": 0.0}}, **SMALL)
+    assert base_small.measurements["cardiothoracic_ratio"] < 0.48
+    assert ph.measurements["cardiothoracic_ratio"] > 0.5
+    assert ph.measurements["heart_volume_ml"] > 1.5 * base_small.measurements["heart_volume_ml"]
+
+
 def test_emphysema_severity_controls_laa():
     laa = [make_phantom(2, findings={"Emphysema": {"severity": s}}, **SMALL).measurements["laa950_percent"]
            for s in (0.1, 0.9)]
@@ -185,8 +192,8 @@ def test_cli_writes_every_file(tmp_path, capsys):
 
 
 def test_default_phantom_speed():
-    t = time.perf_counter()
-    make_phantom(9)
-    dt = time.perf_counter() - t
-    print(f"256x256x128 phantom: {dt:.2f} s")
-    assert dt < 8.0  # target <= 2 s on one idle core; generous for shared CI runners
+    t = time.process_time()  # CPU seconds: the generator is single-threaded numpy, wall time varies with load
+    make_phantom(9, findings=["Lung nodule", "Pleural effusion"])
+    dt = time.process_time() - t
+    print(f"256x256x128 phantom: {dt:.2f} s CPU")
+    assert dt < 5.0  # ~1.1 s measured on one core; the bound is generous for slow CI runners

@@ -20,25 +20,32 @@ never changes the anatomy, the noise or another finding's random draws, and chan
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from vision.phantom_anatomy import LABELS, LUNG_IDS, build_anatomy, diaphragm_z, mediastinal_envelope
+from vision.phantom_anatomy import LABELS, LUNG_IDS, build_anatomy, diaphragm_z, label_in, mediastinal_envelope
 from vision.phantom_findings import INJECTORS, PARAMS, PhantomSpecError, lobe_map, validate_params
 from vision.phantom_geometry import Grid
 from vision.phantom_templates import render_report
 from vision.registry import FINDING_KEYS, FINDING_NAMES, FINDINGS, REGION_KEYS, finding
 from vision.volume import CTVolume
 
-__all__ = ["Phantom", "make_phantom", "random_findings", "normalize_findings", "PhantomSpecError", "PARAMS"]
+__all__ = ["PARAMS", "Phantom", "PhantomSpecError", "make_phantom", "normalize_findings", "random_findings"]
 
 NOISE_HU = 10.0  # std of the white image noise (a smooth-kernel CT of an adult has ~10-20 HU)
 STRUCTURE_LABELS = ("lung_left", "lung_right", "trachea", "bronchi", "heart", "aorta", "pulmonary_artery",
                     "superior_vena_cava", "esophagus", "thyroid", "spine", "spinal_canal", "ribs", "sternum",
                     "clavicles", "liver", "stomach", "spleen", "breast")
+# diffuse findings first, focal ones last, so small lesions are never painted over by a large one
+APPLY_ORDER = ("cardiomegaly", "pericardial_effusion", "mosaic_attenuation_pattern", "emphysema",
+               "interlobular_septal_thickening", "lung_opacity", "consolidation", "atelectasis", "pleural_effusion",
+               "pulmonary_fibrotic_sequela", "bronchiectasis", "peribronchial_thickening", "hiatal_hernia",
+               "lymphadenopathy", "lung_nodule", "arterial_wall_calcification", "coronary_artery_wall_calcification",
+               "medical_material")
 LOBE_STRUCTURES = {("right", 0): "lung_upper_lobe_right", ("right", 1): "lung_middle_lobe_right",
                    ("right", 2): "lung_lower_lobe_right", ("left", 0): "lung_upper_lobe_left",
                    ("left", 2): "lung_lower_lobe_left"}
@@ -167,16 +174,21 @@ def make_phantom(seed: int = 0, *, shape: Sequence[int] = (256, 256, 128),
 
     masks: dict[str, np.ndarray] = {}
     info: dict[str, dict[str, Any]] = {}
-    for i, key in enumerate(FINDING_KEYS):
+    for key in APPLY_ORDER:
         if key not in spec:
             continue
         params = dict(spec[key])
-        res = INJECTORS[key]((cv, an), params, np.random.default_rng([int(seed), 1, i]))
+        # the stream depends on the seed and the finding's registry index only, never on the other findings
+        res = INJECTORS[key]((cv, an), params, np.random.default_rng([int(seed), 1, FINDING_KEYS.index(key)]))
         cv.hu[res.mask] = res.values
         if res.relabel:
             cv.labels[res.mask] = LABELS[res.relabel]
+        for other in masks.values():  # a finding painted over another one hides it there
+            other &= ~res.mask
         masks[key] = res.mask
         info[key] = {"params": _jsonable(res.params), **_jsonable(res.measurements)}
+    masks = {k: masks[k] for k in FINDING_KEYS if k in masks}
+    info = {k: info[k] for k in FINDING_KEYS if k in info}
 
     noise = np.random.default_rng([int(seed), 2]).standard_normal(shp, dtype=np.float32)
     noise *= NOISE_HU
@@ -225,7 +237,7 @@ def _regions(cv, an, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     grid = cv.grid
     zd = diaphragm_z(grid, an, grid.full_box())
     below = grid.coords(grid.full_box())[2] < zd  # (X, Y, Z) bool: under the diaphragm
-    lung = np.isin(L, LUNG_IDS)
+    lung = label_in(L, LUNG_IDS)
     effusion = L == LABELS["pleural_effusion"]
     # pleura: a one-voxel shell around the lungs (and the pleural fluid) in the chest wall / mediastinal fat
     inside = lung | effusion
@@ -233,27 +245,27 @@ def _regions(cv, an, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for ax in range(3):
         grown[(slice(None),) * ax + (slice(1, None),)] |= inside[(slice(None),) * ax + (slice(None, -1),)]
         grown[(slice(None),) * ax + (slice(None, -1),)] |= inside[(slice(None),) * ax + (slice(1, None),)]
-    shell_ok = np.isin(L, [LABELS[k] for k in ("cavity_fat", "muscle", "ribs")])
+    shell_ok = label_in(L, [LABELS[k] for k in ("cavity_fat", "muscle", "ribs")])
     pleura = (grown & ~inside & shell_ok & ~below) | effusion
     envelope = np.zeros(grid.shape, bool)
     for sh in mediastinal_envelope(grid, an):
         envelope[sh.box] |= sh.mask
     cav_fat = L == LABELS["cavity_fat"]
-    vessels = np.isin(L, [LABELS[k] for k in ("aorta", "pulmonary_artery", "superior_vena_cava", "lymph_node")])
+    vessels = label_in(L, [LABELS[k] for k in ("aorta", "pulmonary_artery", "superior_vena_cava", "lymph_node")])
     mediastinum = ((cav_fat & envelope) | vessels) & ~below & ~pleura
-    heart = np.isin(L, [LABELS["heart"], LABELS["pericardial_effusion"]])
+    heart = label_in(L, [LABELS["heart"], LABELS["pericardial_effusion"]])
     if "coronary_artery_wall_calcification" in masks:
         heart |= masks["coronary_artery_wall_calcification"]
-    abdomen = np.isin(L, [LABELS[k] for k in ("liver", "stomach", "spleen")]) | (
-        below & np.isin(L, [LABELS["cavity_fat"], LABELS["aorta"]]))
+    abdomen = label_in(L, [LABELS[k] for k in ("liver", "stomach", "spleen")]) | (
+        below & label_in(L, [LABELS["cavity_fat"], LABELS["aorta"]]))
     regions = {
         "lung": lung & ~heart,
-        "trachea_and_bronchi": np.isin(L, [LABELS["trachea"], LABELS["bronchi"]]),
+        "trachea_and_bronchi": label_in(L, [LABELS["trachea"], LABELS["bronchi"]]),
         "mediastinum": mediastinum & ~heart,
         "heart": heart,
-        "esophagus": np.isin(L, [LABELS["esophagus"], LABELS["hiatal_hernia"]]),
+        "esophagus": label_in(L, [LABELS["esophagus"], LABELS["hiatal_hernia"]]),
         "pleura": pleura,
-        "bone": np.isin(L, [LABELS[k] for k in ("spine", "ribs", "sternum", "clavicles")]),
+        "bone": label_in(L, [LABELS[k] for k in ("spine", "ribs", "sternum", "clavicles")]),
         "thyroid": L == LABELS["thyroid"],
         "breast": L == LABELS["breast"],
         "abdomen": abdomen,

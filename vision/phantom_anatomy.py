@@ -8,8 +8,9 @@ structure masks are disjoint and always agree with the HU values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,13 @@ HU = {
 }
 
 
+def label_in(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """``np.isin(labels, ids)`` for uint8 label maps via a 256-entry lookup table (several times faster)."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(ids)] = True
+    return lut[labels]
+
+
 @dataclass
 class Canvas:
     """The HU volume (float32 while painting) and its label map (uint8), both (X, Y, Z)."""
@@ -44,7 +52,7 @@ class Canvas:
     labels: np.ndarray
 
     @classmethod
-    def empty(cls, grid: Grid) -> "Canvas":
+    def empty(cls, grid: Grid) -> Canvas:
         return cls(grid, np.full(grid.shape, HU["air"], dtype=np.float32), np.zeros(grid.shape, dtype=np.uint8))
 
     def paint(self, shape: Shape, value: float | np.ndarray, label: str | None = None,
@@ -57,7 +65,7 @@ class Canvas:
             return shape.mask
         m = shape.mask
         if within is not None:
-            m = m & np.isin(self.labels[shape.box], within)
+            m = m & label_in(self.labels[shape.box], within)
         view = self.hu[shape.box]
         view[m] = value[m] if isinstance(value, np.ndarray) else value
         if label is not None:
@@ -66,7 +74,7 @@ class Canvas:
 
     def mask(self, *names: str) -> np.ndarray:
         ids = [LABELS[n] for n in names]
-        return np.isin(self.labels, ids) if len(ids) > 1 else self.labels == ids[0]
+        return label_in(self.labels, ids)
 
 
 @dataclass
@@ -168,7 +176,7 @@ def build_anatomy(grid: Grid, rng: np.random.Generator, *, contrast: bool = Fals
         br = ellipsoid(grid, P(sx * 72, 92, -5), P(55 * bs, 24 * bs + 6, 48 * bs))
         if br.mask.size:
             _, y, _ = grid.coords(br.box)
-            br.mask &= (y >= (B - 14 * s) * 0.8) & np.isin(cv.labels[br.box], [0, LABELS["body_fat"]])
+            br.mask &= (y >= (B - 14 * s) * 0.8) & label_in(cv.labels[br.box], [0, LABELS["body_fat"]])
             cv.paint(br, HU["fat"], "breast")
             gl = ellipsoid(grid, P(sx * 72, 98, -5), P(32 * bs, 12 * bs + 3, 28 * bs))
             cv.paint(gl, HU["gland"], within=[LABELS["breast"]])
@@ -199,7 +207,7 @@ def build_anatomy(grid: Grid, rng: np.random.Generator, *, contrast: bool = Fals
     for side in ("right", "left"):
         shp, _ = lung_shape(grid, an.lung[side])
         if shp.mask.size:
-            x, y, z = grid.coords(shp.box)
+            y = grid.coords(shp.box)[1]
             val = (HU["lung"] - 0.3 * y).astype(np.float32)  # dependent (posterior) lung is slightly denser
             cv.paint(shp, np.broadcast_to(val, shp.mask.shape).copy(), f"lung_{side}",
                      within=[LABELS["cavity_fat"], LABELS["liver"], LABELS["spleen"], LABELS["stomach"]])

@@ -12,14 +12,25 @@ Parameters (all optional; missing ones are drawn from the finding's random strea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from vision.errors import CTScribeError
-from vision.phantom_anatomy import (HU, LABELS, LUNG_IDS, Anatomy, Canvas, _branch, _rotation, lung_shape,
-                                    paint_heart)
+from vision.phantom_anatomy import (
+    HU,
+    LABELS,
+    LUNG_IDS,
+    Anatomy,
+    Canvas,
+    _branch,
+    _rotation,
+    label_in,
+    lung_shape,
+    paint_heart,
+)
 from vision.phantom_geometry import Grid, Shape, ball_exact, ellipsoid, segments, tube
 
 
@@ -31,7 +42,7 @@ class PhantomSpecError(CTScribeError):
 PARAMS: dict[str, dict[str, str]] = {
     "medical_material": {"type": "pacemaker | sternal_wires | port"},
     "arterial_wall_calcification": {"count": "number of plaques", "size_mm": "plaque diameter", "severity": "0..1"},
-    "cardiomegaly": {"severity": "0..1 (heart scaled by 1.15 + 0.25 * severity)"},
+    "cardiomegaly": {"severity": "0..1 (heart scaled by 1.22 + 0.28 * severity)"},
     "pericardial_effusion": {"size_mm": "fluid rim thickness", "severity": "0..1"},
     "coronary_artery_wall_calcification": {"count": "number of plaques", "size_mm": "plaque diameter",
                                            "severity": "0..1"},
@@ -308,7 +319,7 @@ def arterial_wall_calcification(ctx: Ctx, p: dict, rng: np.random.Generator) -> 
 def cardiomegaly(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
     cv, an = ctx
     sev = _sev(p, rng, 0.4, 1.0)
-    f = 1.15 + 0.25 * sev
+    f = 1.22 + 0.28 * sev  # CTR ~0.42 normal -> ~0.51..0.62
     radii = np.asarray(an.heart["radii"]) * f
     # paint into a scratch copy; the composer copies back only the enlarged heart's voxels
     scratch = Canvas(cv.grid, cv.hu.copy(), cv.labels.copy())
@@ -322,11 +333,10 @@ def cardiomegaly(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
 def pericardial_effusion(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
     cv, an = ctx
     sev = _sev(p, rng)
-    t = _size(p, rng, 6.0, 20.0) if "size_mm" in p or "severity" not in p else p.setdefault("size_mm",
-                                                                                          round(5 + 20 * sev, 1))
+    t = p.setdefault("size_mm", round(5 + 15 * sev, 1))
     shp = ellipsoid(cv.grid, an.heart["center"], np.asarray(an.heart["radii"]) + t, an.heart["rotation"])
     mask = shp.full(cv.grid.shape)
-    mask &= np.isin(cv.labels, [LABELS[n] for n in ("cavity_fat", "lung_left", "lung_right", "liver", "stomach")])
+    mask &= label_in(cv.labels, [LABELS[n] for n in ("cavity_fat", "lung_left", "lung_right", "liver", "stomach")])
     _need(mask, "the pericardial effusion")
     return FindingResult(mask, HU["fluid"], "pericardial_effusion", p,
                          {"thickness_mm": t, "volume_ml": round(float(mask.sum()) * cv.grid.voxel_volume_mm3 / 1e3, 1)})
@@ -354,47 +364,48 @@ def hiatal_hernia(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
     cv, an = ctx
     s = an.scale
     sev = _sev(p, rng)
-    d = p.setdefault("size_mm", round(30 + 30 * sev, 1)) if "size_mm" not in p else p["size_mm"]
+    d = p.setdefault("size_mm", round(30 + 30 * sev, 1))
     r = d / 2
     c = np.array([-10 * s, -6 * s, -58 * s + r * 0.6])
     shp = ellipsoid(cv.grid, c, [r, r * 0.8, r])
     within = [LABELS[n] for n in ("cavity_fat", "lung_left", "lung_right", "esophagus", "liver", "stomach")]
-    mask = shp.full(cv.grid.shape) & np.isin(cv.labels, within)
+    mask = shp.full(cv.grid.shape) & label_in(cv.labels, within)
     _need(mask, "the hiatal hernia")
-    _, _, z = cv.grid.coords(shp.box)
-    inner = ellipsoid(cv.grid, c, [r - 3 * s, r * 0.8 - 3 * s, r - 3 * s])
-    vals = np.full(cv.grid.shape, HU["muscle"], np.float32)[shp.box]
-    if inner.mask.size:
-        zz = cv.grid.coords(inner.box)[2]
-        content = np.where(zz > c[2] + 0.1 * r, HU["air"], HU["fluid"]).astype(np.float32)
-        tmp = np.zeros(cv.grid.shape, np.float32)
-        tmp[inner.box] = np.where(inner.mask, content, 0)
-        innerf = inner.full(cv.grid.shape)
-        full = np.full(cv.grid.shape, HU["muscle"], np.float32)
-        full[innerf] = tmp[innerf]
-        return FindingResult(mask, full[mask], "hiatal_hernia", p, {"diameter_mm": d,
-                                                                     "center_ras_mm": [round(float(v), 1) for v in c]})
-    return FindingResult(mask, HU["muscle"], "hiatal_hernia", p, {"diameter_mm": d})
+    inner = ellipsoid(cv.grid, c, [r - 3 * s, r * 0.8 - 3 * s, r - 3 * s]).full(cv.grid.shape)[mask]
+    z = cv.grid.axes[2][np.nonzero(mask)[2]]
+    content = np.where(z > c[2] + 0.1 * r, HU["air"], HU["fluid"])  # air-fluid level inside the sac
+    vals = np.where(inner, content, HU["muscle"]).astype(np.float32)
+    return FindingResult(mask, vals, "hiatal_hernia", p, {"diameter_mm": d,
+                                                          "center_ras_mm": [round(float(v), 1) for v in c]})
 
 
 def lymphadenopathy(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
     cv, an = ctx
     sev = _sev(p, rng)
     n = p.setdefault("count", int(1 + round(2 * sev)))
-    sa = p.setdefault("size_mm", round(11 + 10 * sev, 1)) if "size_mm" not in p else p["size_mm"]
+    sa = p.setdefault("size_mm", round(11 + 10 * sev, 1))
     stations = list(an.nodes)
-    order = rng.permutation(len(stations))
+    order = [stations[int(j)] for j in rng.permutation(len(stations))]
     within = [LABELS[k] for k in ("cavity_fat", "lung_left", "lung_right")]
+    allowed = label_in(cv.labels, within)
     mask = np.zeros(cv.grid.shape, bool)
     nodes = []
-    for i in range(n):
-        name = stations[int(order[i % len(stations)])]
-        c = an.nodes[name] + (rng.random(3) - 0.5) * 4 * an.scale + (i // len(stations)) * np.array([0, 0, 12.0])
+    for i in range(4 * len(stations)):  # stations taken by other findings (a huge heart) are skipped
+        if len(nodes) == n:
+            break
+        name = order[i % len(order)]
+        c = an.nodes[name] + (rng.random(3) - 0.5) * 4 * an.scale + (i // len(order)) * np.array([0, 0, 14.0])
         shp = ellipsoid(cv.grid, c, [sa / 2, sa / 2, sa * 0.7])
-        m = shp.full(cv.grid.shape) & np.isin(cv.labels, within) & ~mask
+        m = shp.full(cv.grid.shape) & allowed & ~mask
+        if not m.any():  # smaller than a voxel on a coarse grid: keep the nearest voxel when it is free
+            v = cv.grid.to_voxel(c)
+            if not (allowed[v] and not mask[v]):
+                continue
+            m[v] = True
         mask |= m
         nodes.append({"station": name, "short_axis_mm": sa, "long_axis_mm": round(sa * 1.4, 1),
-                      "center_ras_mm": [round(float(v), 1) for v in c]})
+                      "center_ras_mm": [round(float(x), 1) for x in c]})
+    p["count"] = n = len(nodes) or n
     _need(mask, "the lymph nodes")
     return FindingResult(mask, 42.0, "lymph_node", p, {"count": n, "nodes": nodes, "short_axis_mm": sa})
 
@@ -532,7 +543,7 @@ def pleural_effusion(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResu
     grid = cv.grid
     side = _side(p, rng)
     sev = _sev(p, rng)
-    depth = p.setdefault("size_mm", round(15 + 45 * sev, 1)) if "size_mm" not in p else p["size_mm"]
+    depth = p.setdefault("size_mm", round(15 + 45 * sev, 1))
     sides = SIDES if side == "bilateral" else (side,)
     mask = np.zeros(grid.shape, bool)
     meas: dict[str, Any] = {"max_depth_mm": depth}
@@ -559,21 +570,20 @@ def pleural_effusion(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResu
 
 
 def mosaic_attenuation_pattern(ctx: Ctx, p: dict, rng: np.random.Generator) -> FindingResult:
-    cv, an = ctx
+    cv, _ = ctx
     grid = cv.grid
     sev = _sev(p, rng)
     lung = cv.mask("lung_left", "lung_right")
     box = _bbox(_need(lung, "mosaic attenuation"))
     shape = tuple(b.stop - b.start for b in box)
-    cell = 16.0  # ~ secondary pulmonary lobule clusters
-    coarse = [max(1, int(np.ceil(n * sp / cell))) for n, sp in zip(shape, grid.spacing)]
-    vals_c = rng.random(coarse).astype(np.float32)
-    idx = [np.minimum((np.arange(n) * sp / cell + rng.random() * 0.5).astype(int), k - 1)
-           for n, sp, k in zip(shape, grid.spacing, coarse)]
-    cells = vals_c[np.ix_(*idx)]
+    # patches of a few secondary lobules: a smooth random field split at its quantiles into darker (air
+    # trapping / hypoperfusion, -925 HU) and denser (-740 HU) patches
+    field = smooth_field(shape, grid.spacing, 11.0, rng)
     frac = 0.2 + 0.4 * sev
-    dark = cells < frac * 0.6
-    dense = cells > 1.0 - frac * 0.4
+    inside = field[lung[box]]
+    lo_thr, hi_thr = np.quantile(inside, [frac * 0.6, 1.0 - frac * 0.4])
+    dark = field < lo_thr
+    dense = field > hi_thr
     parenchyma = lung[box] & (cv.hu[box] < -700) & (cv.hu[box] > -990)
     mask = np.zeros(grid.shape, bool)
     mask[box] = parenchyma & (dark | dense)
@@ -589,7 +599,7 @@ def peribronchial_thickening(ctx: Ctx, p: dict, rng: np.random.Generator) -> Fin
     cv, an = ctx
     side = _side(p, rng, bilateral=True)
     sev = _sev(p, rng)
-    extra = p.setdefault("size_mm", round(1.5 + 2.5 * sev, 1)) if "size_mm" not in p else p["size_mm"]
+    extra = p.setdefault("size_mm", round(1.5 + 2.5 * sev, 1))
     extra = max(extra, 0.6 * max(cv.grid.spacing[:2]))
     sides = SIDES if side == "bilateral" else (side,)
     segs_outer, segs_inner = [], []
@@ -600,7 +610,7 @@ def peribronchial_thickening(ctx: Ctx, p: dict, rng: np.random.Generator) -> Fin
             segs_inner.append((aw["a"], aw["b"], aw["r"] + wall, aw["r"] + wall))
     outer = segments(cv.grid, segs_outer).full(cv.grid.shape)
     inner = segments(cv.grid, segs_inner).full(cv.grid.shape)
-    mask = outer & ~inner & np.isin(cv.labels, [*LUNG_IDS, LABELS["cavity_fat"]]) & (cv.hu > -990)
+    mask = outer & ~inner & label_in(cv.labels, [*LUNG_IDS, LABELS["cavity_fat"]]) & (cv.hu > -990)
     _need(mask, "peribronchial thickening")
     return FindingResult(mask, 30.0, "bronchi", p, {"extra_wall_mm": extra})
 

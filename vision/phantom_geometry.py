@@ -7,8 +7,8 @@ boolean mask — so painting a 3 mm vessel never touches the other 8 million vox
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 

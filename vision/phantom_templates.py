@@ -7,7 +7,8 @@ finding), ``NEGATIVES`` (a finding's negation, said in a region that has other f
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from vision.registry import FINDINGS, REGION_KEYS
 
@@ -87,7 +88,7 @@ _COUNT_WORDS = {1: "One lymph node", 2: "Two lymph nodes", 3: "Three lymph nodes
 
 def article(number: float) -> str:
     """'An' before numbers read with a leading vowel sound (8, 11, 18, 80-89 mm), else 'A'."""
-    n = str(int(round(number)))
+    n = str(round(number))
     return "An" if n.startswith("8") or n in ("11", "18") else "A"
 
 
