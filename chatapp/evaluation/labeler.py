@@ -47,9 +47,9 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
         r"(?:nasogastric|endotracheal|tracheostomy|chest|drainage|thoracostomy|feeding|gastrostomy|ng) tubes?",
         r"cannula", r"(?:valve|aortic valve) replacement", r"(?:mechanical|prosthetic|metallic) valve",
         r"electrodes?\b", r"leads?\b(?= of| extending| of the)", r"screws?\b", r"(?:fixation|metal(?:lic)?) (?:plates?|materials?|implants?|devices?)",
-        r"implants?\b", r"drains?\b", r"coils?\b", r"embolization material", r"defibrillator", r"icd\b",
+        r"drains?\b", r"coils?\b", r"embolization material", r"defibrillator", r"icd\b",
         r"(?:endo)?graft\b", r"cardiac device", r"tracheostomy", r"osteosynthesis", r"staples?\b",
-        r"orthopedic material", r"surgical material", r"foreign body", r"expander", r"reservoir",
+        r"orthopedic material", r"surgical material", r"(?:breast|silicone|mammary|intrapectoral) (?:\w+ )?implants?", r"expander", r"reservoir",
     )],
     "Arterial wall calcification": [],  # context rule in _plaques()
     "Cardiomegaly": [_rx(
@@ -77,7 +77,9 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
     "Lung nodule": [_rx(r"nodules?\b", r"micronodul", r"nodular (?!ground|consolidat|densit|thicken|calcif|opacit|"
                         r"infiltrat|appearance|contour|pattern|septal|pleural)",
                         r"(?:lung|pulmonary|parenchymal) mass", r"mass lesion in the lung")],
-    "Lung opacity": [_rx(r"opacit", r"ground[ -]glass", r"infiltrat", r"density increase", r"increased density",
+    # "pneumonic infiltration" is an interpretation, "active infiltration or mass ... detected" a translated negative
+    "Lung opacity": [_rx(r"opacit", r"ground[ -]glass", r"(?<!pneumonic )(?<!active )(?<!nodular )(?<!terms of )"
+                         r"(?<!consolidation-)infiltrat", r"density increase", r"increased density",
                          r"increase in density", r"densit(?:y|ies) (?:\w+ ){0,3}(?:lung|parenchyma)",
                          r"crazy paving", r"haziness", r"frosted glass")],
     "Pulmonary fibrotic sequela": [_rx(r"fibro", r"sequela", r"parenchymal bands?", r"scar\b", r"scarring",
@@ -91,22 +93,53 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
                                      r"peribronchial (?:interstitial )?thickening",
                                      r"peribronchial thickness", r"increase\w* in (?:the )?peribronchial thickness",
                                      r"peribronch\w* (?:\w+ ){0,2}density", r"density (?:\w+ ){0,6}peribronch")],
-    "Consolidation": [_rx(r"consolidat", r"air bronchogram")],
+    "Consolidation": [_rx(r"consolidat")],
     "Bronchiectasis": [_rx(r"bronchiecta", r"dilated bronch", r"bronchial dilat", r"dilatation of the bronch")],
-    "Interlobular septal thickening": [_rx(r"septal thicken", r"interlobular sept", r"thicken\w* (?:\w+ ){0,2}sept",
-                                           r"crazy paving", r"septal")],
+    "Interlobular septal thickening": [_rx(r"septal thicken", r"thicken\w* (?:\w+ ){0,5}(?:interlobular )?sept", r"septal thickness",
+                                           r"sept\w* (?:\w+ ){0,2}thickness",
+                                           r"interlobular sept\w* (?:\w+ ){0,2}thicken", r"septal (?:\w+ ){0,2}thicken")],
 }
+
+# Cheap substring triggers (lower case): a finding's regexes only run on sentences that contain one of these.
+# Every pattern above can only match text that contains one of its finding's triggers.
+_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "Medical material": ("catheter", "port", "pace", "stent", "prosthe", "sternotomy", "wire", "clip", "suture", "tube",
+                         "cannula", "replacement", "valve", "electrode", "lead", "screw", "plate", "material", "implant",
+                         "drain", "coil", "defibrillator", "icd", "graft", "device", "tracheostomy", "osteosynthesis",
+                         "staple", "expander", "reservoir"),
+    "Cardiomegaly": ("cardiomegal", "heart", "cardiac", "cardiothoracic", "cardio-thoracic", "ctr"),
+    "Pericardial effusion": ("pericard",),
+    "Hiatal hernia": ("hiat",),
+    "Lymphadenopathy": ("lymph", "adenopath", "lap", "conglomerat"),
+    "Emphysema": ("emphysem", "bulla", "bullous", "bleb"),
+    "Atelectasis": ("atelecta", "hypoventilat", "collaps"),
+    "Lung nodule": ("nodul", "mass"),
+    "Lung opacity": ("opacit", "glass", "infiltrat", "densit", "crazy", "haziness"),
+    "Pulmonary fibrotic sequela": ("fibro", "sequel", "band", "scar"),
+    "Pleural effusion": ("effusion", "fluid", "thorax"),
+    "Mosaic attenuation pattern": ("mosaic",),
+    "Peribronchial thickening": ("bronch",),
+    "Consolidation": ("consolidat", "bronchogram"),
+    "Bronchiectasis": ("bronch",),
+    "Interlobular septal thickening": ("sept",),
+}
+_PLAQUE_TRIGGERS = ("atherom", "plaque", "calcif", "atheroscl")
 
 # A mention is dropped when its sentence matches the finding's exclusion (another organ or another finding is meant)
 # and does not name the organ of the finding.
 _OTHER_ORGAN = r"liver|hepat|kidney|renal|spleen|splen|pancrea|vertebra|bone|osseous|fatty tissue|thyroid|adrenal|breast|muscle|subcutaneous|soft tissue|scapula|sternum|rib\b|bowel|gall"
-_EXCLUDE: dict[str, tuple[re.Pattern, re.Pattern | None]] = {
-    "Pleural effusion": (re.compile(r"pericard|perirenal|perihepatic|periton|ascit|joint|perisplenic", re.I),
-                         re.compile(r"pleura|hemithora|hydrothorax|thorax", re.I)),
-    "Lung opacity": (re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
-                                r"ground[ -]glass nodul|leukemic|" + _OTHER_ORGAN, re.I), None),
-    "Lung nodule": (re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
-                               r"nodular (?:thickening|calcif)|lymph node", re.I), re.compile(r"\blungs?\b|pulmonary|parenchym", re.I)),
+_EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
+    "Pleural effusion": [(re.compile(r"pericard|perirenal|perihepatic|periton|ascit|joint|perisplenic", re.I),
+                          re.compile(r"pleura|hemithora|hydrothorax|thorax", re.I))],
+    "Lung opacity": [(re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
+                                 r"ground[ -]glass nodul|leukemic", re.I), None),
+                     (re.compile(_OTHER_ORGAN, re.I), re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.I))],
+    "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
+                                r"nodular (?:thickening|calcif)|lymph node", re.I),
+                     re.compile(r"\blungs?\b|pulmonary|parenchym", re.I))],
+    "Pulmonary fibrotic sequela": [(re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.I),
+                                    re.compile(r"\blungs?\b|pulmonary|\blobe|pleur|parenchym", re.I))],
+    "Medical material": [(re.compile(r"omental|periton|metasta|suture compression", re.I), None)],
 }
 
 _PLAQUE = _rx(r"atherom", r"plaques?\b", r"calcif", r"atheroscleros", r"atherosclerotic")
@@ -122,12 +155,14 @@ _NEG_PRE = _rx(r"no\b", r"not\b", r"without", r"absence of", r"free of", r"neith
 _NEG_POST = _rx(
     r"(?:was|were|is|are|has been|have been)? ?(?:not|never) (?:\w+ )?(?:observed|detected|seen|found|identified|"
     r"noted|present|visualized|evident|determined|monitored|shown|encountered|reached|reach)",
-    r"did not (?:reach|show|have)", r"not (?:reaching|in) (?:the )?patholog", r"(?:were|was|is|are) (?:not|no longer)",
-    r"below (?:the )?pathological", r"not of pathological", r"(?:is|was|are|were) absent", r"(?:has |have )?disappeared", r"(?:\w+ )?regressed",
-    r"(?:is|are|was|were) (?:within )?normal", r"under the pathological", r"non-?pathologic",
+    r"did not (?:show|have)", r"(?:were|was|is|are) (?:not|no longer)", r"(?:is|was|are|were) absent", r"(?:has |have )?disappeared", r"(?:\w+ )?regressed", r"(?:was|were|has been|have been) removed",
+    r"(?:show|showed|shows) (?:\w+ )?regression",
+    r"(?:is|are|was|were) (?:within )?normal",
 )
 _AFFIRM = _rx(r"observed", r"seen", r"detected", r"noted", r"present", r"identified", r"monitored", r"there (?:is|are)",
               r"evaluated", r"appear", r"considered", r"compatible", r"consistent", r"shows?", r"showed", r"contains?")
+_BREAK = re.compile(_AFFIRM.pattern + r"[^,;]*?(?:\band\b|,|;)|(?:,|\band\b)\s*(?:and )?there (?:is|are)",
+                    re.IGNORECASE)
 _UNCERTAIN = re.compile(r"\?|\b(?:suspicious|suspected|suspicion|cannot be (?:excluded|ruled out)|can ?not be "
                         r"(?:excluded|ruled out)|not (?:be )?ruled out|possible|possibly|probabl[ey]|may\b|might|"
                         r"likely|questionable|equivocal|differential|suggest|doubtful|rule out)", re.IGNORECASE)
@@ -164,7 +199,7 @@ def _negated(sentence: str, start: int, end: int) -> bool:
     lo, hi = _clause_bounds(sentence, start, end, _STRONG_SPLIT)
     before, after = sentence[lo:start], sentence[end:hi]
     for m in reversed(list(_NEG_PRE.finditer(before))):
-        if not _AFFIRM.search(before[m.end():]):
+        if not _BREAK.search(before[m.end():]):
             return True
         break
     m = _NEG_POST.search(after)
@@ -179,10 +214,10 @@ def _uncertain(sentence: str, start: int, end: int) -> bool:
 
 
 def _excluded(name: str, sentence: str) -> bool:
-    rule = _EXCLUDE.get(name)
-    if rule is None or not rule[0].search(sentence):
-        return False
-    return rule[1] is None or not rule[1].search(sentence)
+    for bad, rescue in _EXCLUDE.get(name, ()):
+        if bad.search(sentence) and (rescue is None or not rescue.search(sentence)):
+            return True
+    return False
 
 
 def _plaques(sentence: str) -> list[tuple[str, int, int]]:
@@ -213,12 +248,17 @@ def find_mentions(text: str) -> list[Mention]:
     """
     out: list[Mention] = []
     for offset, sent in split_sentences(text):
+        low = sent.lower()
         hits: list[tuple[str, int, int]] = []
         for name, pats in _PATTERNS.items():
+            if not any(t in low for t in _TRIGGERS.get(name, ())):
+                continue
             for pat in pats:
                 for m in pat.finditer(sent):
                     hits.append((name, m.start(), m.end()))
-        hits = [h for h in hits if not _excluded(h[0], sent)] + _plaques(sent)
+        hits = [h for h in hits if not _excluded(h[0], sent)]
+        if any(t in low for t in _PLAQUE_TRIGGERS):
+            hits += _plaques(sent)
         seen = set()
         for name, s, e in sorted(hits, key=lambda h: (h[1], FINDING_NAMES.index(h[0]))):
             if (name, s) in seen:
