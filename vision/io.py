@@ -37,9 +37,9 @@ class IngestLimits:
     Defaults follow ``configs/default.yaml`` (``vision:`` section); build from config with :meth:`from_config`.
     """
 
-    max_file_mb: float = 1024  # largest single input file / zip; a chest CT is 50-500 MB uncompressed
-    zip_max_ratio: float = 200  # per-entry expansion limit; DICOM deflates ~3-10x, bombs 1000x+
-    zip_max_total_mb: float = 4096  # total uncompressed size of a zip
+    max_file_mb: float = 1024.0  # largest single input file / zip; a chest CT is 50-500 MB uncompressed
+    zip_max_ratio: float = 200.0  # per-entry expansion limit; DICOM deflates ~3-10x, bombs 1000x+
+    zip_max_total_mb: float = 4096.0  # total uncompressed size of a zip
     max_voxels: int = 2**29  # 512x512x2048; int16 → 1 GiB, beyond that nothing downstream fits in memory
     max_dim: int = 4096  # largest size along one axis; headers claiming more are damaged or hostile
     min_dim: int = 3  # fewer voxels along an axis is a 2D image (or a stack of two), not a volume
