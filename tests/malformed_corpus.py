@@ -13,14 +13,23 @@ import io
 import pickle
 import stat
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from vision.errors import (CorruptFileError, CTScribeError, GeometryError, InputNotFoundError, IntensityError,
-                           NotCTError, UnsafeArchiveError, UnsupportedFormatError)
+from vision.errors import (
+    CorruptFileError,
+    CTScribeError,
+    GeometryError,
+    InputNotFoundError,
+    IntensityError,
+    NotCTError,
+    UnsafeArchiveError,
+    UnsupportedFormatError,
+)
 from vision.io import IngestLimits
 
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -67,7 +76,6 @@ def write_dicom_slice(path: Path, pixels: np.ndarray, *, position: Sequence[floa
                       intercept: float = -1024.0, with_pixels: bool = True, patient: str = "Doe^Jane",
                       extra: dict[str, Any] | None = None) -> Path:
     """Write one uncompressed (explicit VR little endian) slice. ``pixels`` is (rows, columns) of stored values."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from chatapp.cli import main
 from conftest import shared_path
 from malformed_corpus import ct_array, write_dicom_series, write_dicom_slice, write_nifti
+
+from chatapp.cli import main
 from vision.io import IngestLimits, load_ct
 
 TCIA = ("ct-volumes_tcia-cptac-lscc", "cptac_lscc_C3N-00247_chest_ct_w_contrast.nii.gz")

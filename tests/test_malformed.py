@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from malformed_corpus import BUILDERS, Case, build_case, build_corpus
 
 from chatapp.cli import main
-from malformed_corpus import BUILDERS, Case, build_case, build_corpus
 from vision.errors import CTScribeError, UnsafeArchiveError
 from vision.io import load_ct
 
@@ -77,7 +77,7 @@ def test_cli_exits_2_with_one_line(builder, corpus_root, capsys):
 def test_console_script_prints_no_traceback(corpus_root):
     case = _case(BUILDERS[IDS.index("zip_slip")], corpus_root)
     r = subprocess.run([sys.executable, "-m", "chatapp.cli", "inspect", str(case.path), "--no-png"],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                       capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "escapes the extraction folder" in r.stderr
     assert r.stdout == ""

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from malformed_corpus import ct_array
 
 from chatapp.config import load_config
-from malformed_corpus import ct_array
 from vision.errors import ConfigError
 from vision.preprocess import build_transform, preprocess, resolve_preset
 from vision.volume import CTVolume

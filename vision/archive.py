@@ -14,8 +14,8 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from vision.errors import CorruptFileError, UnsafeArchiveError, UnsupportedFormatError
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def read_headers(files: Sequence[Path]) -> tuple[list[tuple[Path, Any]], int, li
         except InvalidDicomError:
             not_dicom += 1
             continue
-        except Exception as e:  # truncated header, bad VR lengths, ...
+        except Exception as e:  # noqa: BLE001 - truncated header, bad VR lengths, ...
             corrupt.append(f"{p.name}: {type(e).__name__}: {e}")
             continue
         if not any(t in ds for t in ("SOPClassUID", "Modality", "PixelData")):  # parsed, but nothing usable
@@ -230,7 +231,7 @@ def _stack(items: list[tuple[Path, Any]], *, max_voxels: int | None, what: str
                                              "and pylibjpeg-openjpeg (JPEG 2000) or gdcm.") from None
             raise CorruptFileError(f"{what}: pixel data of {p.name} cannot be read ({e}); the file is damaged, "
                                    "re-export the series.") from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - readers raise many types; all mean 'damaged'
             raise CorruptFileError(f"{what}: pixel data of {p.name} is damaged or truncated ({type(e).__name__}: "
                                    f"{e}); re-export the series.") from None
         if px.shape != (rows, cols):

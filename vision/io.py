@@ -15,13 +15,14 @@ import gzip
 import logging
 import os
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from vision.errors import (CorruptFileError, CTScribeError, GeometryError, InputNotFoundError, UnsupportedFormatError)
+from vision.errors import CorruptFileError, CTScribeError, GeometryError, InputNotFoundError, UnsupportedFormatError
 from vision.hu import check_hu
 from vision.volume import CTVolume
 
@@ -47,7 +48,7 @@ class IngestLimits:
     max_spacing_mm: float = 50.0  # voxel sizes beyond this (or <= 0.01 mm) are header errors
 
     @classmethod
-    def from_config(cls, config: Any = None) -> "IngestLimits":
+    def from_config(cls, config: Any = None) -> IngestLimits:
         """From a :class:`chatapp.config.Config`, its ``vision`` section (a mapping), or ``None`` (defaults)."""
         if config is None:
             return cls()
@@ -256,7 +257,7 @@ def _nifti(p: Path, limits: IngestLimits) -> _Raw:
 
     try:
         img = nib.load(p)
-    except Exception as e:  # nibabel raises many types for damaged headers
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types for damaged headers
         raise CorruptFileError(f"{p.name} has a damaged NIfTI header ({type(e).__name__}: {e}); re-export it.") from None
     shape = _check_shape(img.shape, limits, p.name)
     warnings: list[str] = []
@@ -328,7 +329,7 @@ def _nrrd(p: Path, limits: IngestLimits) -> _Raw:
 
     try:
         header = nrrd.read_header(str(p))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - readers raise many types; all mean 'damaged'
         raise CorruptFileError(f"{p.name} has a damaged NRRD header ({type(e).__name__}: {e}); re-export it.") from None
     sizes = [int(s) for s in header.get("sizes", [])]
     dirs = header.get("space directions")
@@ -340,7 +341,7 @@ def _nrrd(p: Path, limits: IngestLimits) -> _Raw:
     _check_shape(sizes, limits, p.name)
     try:
         data, header = nrrd.read(str(p), index_order="F")
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - readers raise many types; all mean 'damaged'
         raise CorruptFileError(f"{p.name} is truncated or damaged ({type(e).__name__}: {e}); re-export it.") from None
     data = np.squeeze(data) if data.ndim > 3 else data
     shape = _check_shape(data.shape, limits, p.name)
@@ -385,7 +386,7 @@ def _npy(p: Path, spacing, limits: IngestLimits) -> _Raw:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(f)  # header only: checked before any data is read
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - readers raise many types; all mean 'damaged'
         raise CorruptFileError(f"{p.name} has a damaged .npy header ({e}); save it again with numpy.save.") from None
     if dtype.hasobject:
         raise UnsupportedFormatError(f"{p.name} holds Python objects (a pickle); only numeric arrays are loaded. "
@@ -509,4 +510,4 @@ def _finish(raw: _Raw, spacing, limits: IngestLimits, *, what: str) -> CTVolume:
                     metadata=dict(raw.metadata), source=src, warnings=warnings)
 
 
-__all__ = ["IngestLimits", "load_ct", "sniff", "CTScribeError"]
+__all__ = ["CTScribeError", "IngestLimits", "load_ct", "sniff"]

@@ -19,8 +19,9 @@ CropForeground(HU > -1000) → Resize 224x224x160 (area) → [-1000, 200] → [0
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,8 @@ calls it per scroll event.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -91,8 +91,8 @@ def display_slice(array: np.ndarray, plane: str, index: int | None = None) -> np
 
 def _square_indices(n_rows: int, n_cols: int, row_mm: float, col_mm: float) -> tuple[np.ndarray, np.ndarray]:
     px = min(row_mm, col_mm)
-    out_r = max(1, int(round(n_rows * row_mm / px)))
-    out_c = max(1, int(round(n_cols * col_mm / px)))
+    out_r = max(1, round(n_rows * row_mm / px))
+    out_c = max(1, round(n_cols * col_mm / px))
     ri = np.minimum(((np.arange(out_r) + 0.5) * px / row_mm).astype(np.intp), n_rows - 1)
     ci = np.minimum(((np.arange(out_c) + 0.5) * px / col_mm).astype(np.intp), n_cols - 1)
     return ri, ci
@@ -115,7 +115,7 @@ def slice_rgb(volume: CTVolume, plane: str = "axial", index: int | None = None, 
     Returns:
         uint8 array (H, W, 3).
     """
-    ax, row_ax, col_ax = _plane_axes(plane)
+    _, row_ax, col_ax = _plane_axes(plane)
     grey = apply_window(display_slice(volume.array, plane, index), window)
     ri = ci = None
     if square_pixels:

@@ -47,7 +47,7 @@ def volume_summary(volume: Any) -> dict[str, Any]:
 
 def _default_png(path: str) -> Path:
     name = Path(path.rstrip("/")).name
-    stem = re.sub(r"(\.nii\.gz|\.nii|\.nrrd|\.zip|\.npz|\.npy|\.dcm)$", "", name, flags=re.I) or "ct"
+    stem = re.sub(r"(\.nii\.gz|\.nii|\.nrrd|\.zip|\.npz|\.npy|\.dcm)$", "", name, flags=re.IGNORECASE) or "ct"
     return Path.cwd() / f"{stem}_inspect.png"
 
 
