@@ -230,3 +230,38 @@ def test_limits_from_config_and_enforced(tmp_path):
         load_ct(big, limits=lim)
     with pytest.raises(GeometryError, match="beyond the limits"):
         load_ct(big, limits=IngestLimits(max_voxels=100_000))
+
+
+def test_zip_or_folder_holding_one_nifti(tmp_path):
+    hu = ct_array((24, 20, 8))
+    (tmp_path / "one").mkdir()
+    nii = write_nifti(tmp_path / "one" / "ct.nii.gz", hu)
+    np.testing.assert_array_equal(load_ct(tmp_path / "one").array, hu)
+    with zipfile.ZipFile(tmp_path / "ct.zip", "w") as zf:
+        zf.write(nii, "ct.nii.gz")
+    vol = load_ct(tmp_path / "ct.zip")
+    np.testing.assert_array_equal(vol.array, hu)
+    assert vol.source["format"] == "nifti" and vol.source["container"] == "zip"
+
+
+def test_nifti_scl_slope_and_intercept(tmp_path):
+    hu = ct_array((24, 20, 8))
+    img = nib.Nifti1Image((hu.astype(np.int32) + 1024).astype(np.uint16), np.eye(4))
+    img.header.set_slope_inter(1.0, -1024.0)
+    nib.save(img, str(tmp_path / "i.nii.gz"))
+    vol = load_ct(tmp_path / "i.nii.gz")
+    assert vol.array.dtype == np.int16 and vol.warnings == []
+    np.testing.assert_array_equal(vol.array, hu)
+    img = nib.Nifti1Image(((hu.astype(np.int32) + 1024) * 2).astype(np.uint16), np.eye(4))
+    img.header.set_slope_inter(0.5, -1024.0)
+    nib.save(img, str(tmp_path / "f.nii.gz"))
+    vol = load_ct(tmp_path / "f.nii.gz")
+    assert vol.array.dtype == np.float32
+    np.testing.assert_allclose(vol.array, hu)
+
+
+def test_cli_inspect_npy_with_spacing(tmp_path, capsys):
+    np.save(tmp_path / "v.npy", ct_array((24, 20, 8)))
+    assert main(["inspect", str(tmp_path / "v.npy"), "--spacing", "0.7", "0.7", "1.5", "--no-png"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spacing"] == [0.7, 0.7, 1.5] and out["format"] == "npy" and "png" not in out

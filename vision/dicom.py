@@ -220,7 +220,8 @@ def _stack(items: list[tuple[Path, Any]], *, max_voxels: int | None, what: str
     slopes = [float(ds.get("RescaleSlope", 1) or 1) for _, ds in items]
     inters = [float(ds.get("RescaleIntercept", 0) or 0) for _, ds in items]
     integral = all(s == 1.0 for s in slopes) and all(float(i).is_integer() for i in inters)
-    out = np.empty((len(items), rows, cols), dtype=np.int32 if integral else np.float32)
+    # int16 straight away when every slice fits (the usual case): no int32 intermediate for 500-slice series
+    out = np.empty((len(items), rows, cols), dtype=np.int16 if integral else np.float32)
     for k, (p, ds) in enumerate(items):
         try:
             px = ds.pixel_array
@@ -238,13 +239,12 @@ def _stack(items: list[tuple[Path, Any]], *, max_voxels: int | None, what: str
             raise CorruptFileError(f"{what}: {p.name} decodes to shape {px.shape}, expected {(rows, cols)}; the file "
                                    "is damaged or multi-frame.")
         if integral:
-            np.add(px, np.int32(inters[k]), out=out[k], casting="unsafe")
+            inter = int(inters[k])
+            if out.dtype == np.int16 and not (-32768 <= int(px.min()) + inter and int(px.max()) + inter <= 32767):
+                out = out.astype(np.int32)  # rare: values beyond int16 (e.g. 32-bit exports)
+            np.add(px, np.int32(inter), out=out[k], casting="unsafe")
         else:
             out[k] = px * slopes[k] + inters[k]
-    if integral:
-        lo, hi = int(out.min()), int(out.max())
-        if -32768 <= lo and hi <= 32767:
-            out = out.astype(np.int16)
     array = out.transpose(2, 1, 0)  # (K, J, I) → (I, J, K), a view
     return array, affine, warnings
 
