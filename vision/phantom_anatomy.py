@@ -273,9 +273,9 @@ def build_anatomy(grid: Grid, rng: np.random.Generator, *, contrast: bool = Fals
     vsegs = []
     for hilum, sx in ((P(40, 14, 22), 1.0), (P(-44, 14, 26), -1.0)):
         for main in ([0.3, 0.2, 1.0], [0.5, 0.6, -0.2], [0.5, -0.5, -0.7], [1.0, 0.0, 0.1], [0.3, -0.8, 0.3],
-                     [0.4, 0.5, 0.6], [0.6, 0.1, -1.0], [0.7, -0.3, 0.8]):
+                     [0.4, 0.5, 0.6], [0.6, 0.1, -1.0], [0.7, -0.3, 0.8], [0.8, 0.6, 0.2], [0.6, -0.6, -0.2]):
             d = np.array([sx * main[0], main[1], main[2]])
-            _branch(vsegs, hilum, d / np.linalg.norm(d), 30 * s, 4.2 * s, 5, rng)
+            _branch(vsegs, hilum, d / np.linalg.norm(d), 28 * s, 4.0 * s, 6, rng)
     cv.paint(segments(grid, [(a, b, ra, rb) for a, b, ra, rb in vsegs]), vessel_hu, within=LUNG_IDS)
 
     # --- esophagus and thyroid -------------------------------------------------------------------------------
@@ -363,14 +363,14 @@ def paint_airway(cv: Canvas, points: Sequence[np.ndarray], lumen: float, wall: f
 def _branch(out: list, start: np.ndarray, d: np.ndarray, length: float, radius: float, depth: int,
             rng: np.random.Generator) -> None:
     end = start + d * length
-    r_end = radius * 0.8
+    r_end = radius * 0.86
     out.append((start, end, radius, r_end))
     if depth == 0:
         return
     for _ in range(2):
         nd = d + rng.normal(0.0, 0.5, 3)
         nd /= np.linalg.norm(nd)
-        _branch(out, end, nd, length * 0.72, r_end * 0.82, depth - 1, rng)
+        _branch(out, end, nd, length * 0.76, r_end * 0.86, depth - 1, rng)
 
 
 def paint_bones(cv: Canvas, an: Anatomy, rng: np.random.Generator, P, s: float) -> None:
