@@ -164,9 +164,10 @@ class Pipeline:
         if hasattr(path, "array") and hasattr(path, "spacing"):
             volume = path
         else:
-            from vision.io import load_ct
+            from vision.io import IngestLimits, load_ct
 
-            volume = load_ct(os.fspath(path))
+            volume = load_ct(os.fspath(path), limits=IngestLimits.from_config(self.config),
+                             keep_age_sex=bool(self.config.get("privacy.keep_age_sex", False)))
         key = volume.content_hash()
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -47,7 +47,9 @@ def take_slice(arr: np.ndarray, plane: str, index: int) -> np.ndarray:
     """The 2D cut of a (X, Y, Z) array at ``index`` along the plane's axis, display-oriented."""
     ax = PLANE_AXIS[plane]
     index = int(np.clip(index, 0, arr.shape[ax] - 1))
-    return _orient(np.take(arr, index, axis=ax), plane)
+    cut = [slice(None)] * arr.ndim
+    cut[ax] = index
+    return _orient(arr[tuple(cut)], plane)  # basic indexing: a view, no copy of the volume
 
 
 def _display_size(shape_rc: tuple[int, int], spacing_rc: tuple[float, float]) -> tuple[int, int]:
