@@ -101,9 +101,10 @@ def test_emphysema_severity_controls_laa():
     assert 5 < laa[0] < laa[1] and laa[1] > 25
 
 
-@pytest.mark.parametrize("shape,spacing", [((64, 64, 48), (5.0, 5.0, 5.0)), ((256, 256, 128), (1.4, 1.4, 2.5)),
-                                           ((200, 200, 80), (0.9, 0.9, 3.0))])
-@pytest.mark.parametrize("size", [8.0, 12.0])
+@pytest.mark.parametrize("shape,spacing,size", [((64, 64, 48), (5.0, 5.0, 5.0), 8.0), ((64, 64, 48), (5.0, 5.0, 5.0), 12.0),
+                                                ((256, 256, 128), (1.4, 1.4, 2.5), 8.0),
+                                                ((200, 200, 80), (0.9, 0.9, 3.0), 8.0),
+                                                ((200, 200, 80), (0.9, 0.9, 3.0), 15.0)])
 def test_nodule_size_is_physical(shape, spacing, size):
     ph = make_phantom(4, shape=shape, spacing=spacing,
                       findings={"Lung nodule": {"size_mm": size, "side": "right", "lobe": "lower"}})
@@ -213,4 +214,4 @@ def test_default_phantom_speed():
     make_phantom(9, findings=["Lung nodule", "Pleural effusion"])
     dt = time.process_time() - t
     print(f"256x256x128 phantom: {dt:.2f} s CPU")
-    assert dt < 5.0  # ~1.1 s measured on one core; the bound is generous for slow CI runners
+    assert dt < 10.0  # 0.75-1.1 s measured on one core; generous for loaded CI runners
