@@ -177,7 +177,7 @@ class PhantomSource:
         from vision.phantom import make_phantom, random_findings
 
         s = self.seed + i
-        return make_phantom(s, self.shape, self.spacing, random_findings(s))
+        return make_phantom(s, shape=self.shape, spacing=self.spacing, findings=random_findings(s))
 
     def __len__(self) -> int:
         return self.n

@@ -227,7 +227,8 @@ class CTScribeModel(nn.Module):
         return self.llm.generate(messages, inputs_embeds=emb, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------ training
-    def lm_loss(self, tokens: torch.Tensor, prompts: list[list[dict]], targets: list[str]) -> torch.Tensor:
+    def lm_loss(self, tokens: torch.Tensor, prompts: list[list[dict]], targets: list[str],
+                max_target_tokens: int | None = None) -> torch.Tensor:
         """Teacher-forced LM loss of ``targets`` given prompts + visual tokens/cues (batch, right padding).
 
         Args:
@@ -246,7 +247,7 @@ class CTScribeModel(nn.Module):
             text = self.llm.render(self.prepare_messages(msgs, cues, visual is not None))
             p_emb = self.llm.embed_prompt(text, visual)[0]
             ids = tok(target + (tok.eos_token or ""), add_special_tokens=False, return_tensors="pt").input_ids[0]
-            ids = ids.to(dev)
+            ids = ids[:max_target_tokens].to(dev) if max_target_tokens else ids.to(dev)
             seqs.append(torch.cat([p_emb, emb_layer(ids).to(p_emb.dtype)], 0))
             labels.append(torch.cat([torch.full((p_emb.shape[0],), -100, device=dev), ids]))
         L = max(s.shape[0] for s in seqs)
@@ -259,7 +260,8 @@ class CTScribeModel(nn.Module):
         return self.llm.model(inputs_embeds=x, attention_mask=mask, labels=y).loss
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, prompts: list[list[dict]], targets: list[str],
-                lm_weight: float = 1.0, proto_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                lm_weight: float = 1.0, proto_weight: float = 1.0, max_target_tokens: int | None = None
+                ) -> dict[str, torch.Tensor]:
         """Training objective (a ``forward`` so accelerate/DDP can wrap the model): LM loss + prototype loss.
 
         Args:
@@ -274,7 +276,7 @@ class CTScribeModel(nn.Module):
             out["proto_loss"] = self.prototype_loss(tokens, labels)
             total = total + proto_weight * out["proto_loss"]
         if lm_weight:
-            out["lm_loss"] = self.lm_loss(tokens, prompts, targets)
+            out["lm_loss"] = self.lm_loss(tokens, prompts, targets, max_target_tokens)
             total = total + lm_weight * out["lm_loss"]
         out["loss"] = total
         return out

@@ -11,6 +11,7 @@ The ``train`` config section::
         - {name: align, steps: 300, lr: 1.0e-3, lm_weight: 1.0, proto_weight: 1.0, lora: false}
         - {name: tune,  steps: 100, lr: 2.0e-4, lm_weight: 1.0, proto_weight: 0.5, lora: true}
       save_every: 100
+      max_target_tokens: null                          # truncate answers (cheap CPU runs)
       save_dtype: float32                              # float16 for small shipped artefacts
       weights_label: null                              # default: "<output dir name>"
       mixed_precision: "no"                            # no | bf16 | fp16 (GPU)
@@ -111,7 +112,7 @@ def train(config: Config, *, max_steps: int | None = None, output_dir: Path | No
     data_spec = sec.get("data")
     if not data_spec:
         raise ConfigError("train.data is missing; see configs/train-phantom.yaml or configs/train-ctrate.yaml")
-    base = Path(config.path).parent.parent if config.path else None
+    base = Path(config.path).resolve().parent if config.path else None  # relative data paths: from the config file
     items = featurize(model, build_source(data_spec, base), progress=progress and accel.is_main_process)
     if not items:
         raise ConfigError("the training data source is empty")
@@ -151,7 +152,8 @@ def train(config: Config, *, max_steps: int | None = None, output_dir: Path | No
             labels = torch.stack([b["labels"] for b in batch]).to(accel.device)
             res = wrapped(x, labels, [[{"role": "user", "content": q}] for q, _ in pairs], [a for _, a in pairs],
                           lm_weight=float(stage.get("lm_weight", 1.0)),
-                          proto_weight=float(stage.get("proto_weight", 1.0)))
+                          proto_weight=float(stage.get("proto_weight", 1.0)),
+                          max_target_tokens=sec.get("max_target_tokens"))
             accel.backward(res["loss"])
             accel.clip_grad_norm_(params, float(stage.get("clip", 1.0)))
             opt.step()

@@ -8,6 +8,9 @@ HELP = "train the vision-language bridge, prototype memory and LoRA (accelerate;
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # `ctscribe train --config X` (the documented form) as well as `ctscribe --config X train`; SUPPRESS keeps the
+    # top-level value when the option is not repeated here.
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="training YAML (e.g. configs/train-phantom.yaml)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps in total")
     parser.add_argument("--output-dir", default=None, help="checkpoint + metrics.jsonl directory (resumes if present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
