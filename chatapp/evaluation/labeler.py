@@ -234,6 +234,8 @@ def _plaques(sentence: str) -> list[tuple[str, int, int]]:
             out.append(("Coronary artery wall calcification", m.start(), m.end()))
         if other_vessel or (not coronary and not _NOT_VESSEL.search(sentence) and word.startswith(("atherom", "plaque"))):
             out.append(("Arterial wall calcification", m.start(), m.end()))
+        if out:
+            break  # one plaque mention per sentence is enough; the vessel words decided the findings
     return out
 
 
@@ -259,11 +261,11 @@ def find_mentions(text: str) -> list[Mention]:
         hits = [h for h in hits if not _excluded(h[0], sent)]
         if any(t in low for t in _PLAQUE_TRIGGERS):
             hits += _plaques(sent)
-        seen = set()
+        last_end: dict[str, int] = {}
         for name, s, e in sorted(hits, key=lambda h: (h[1], FINDING_NAMES.index(h[0]))):
-            if (name, s) in seen:
-                continue
-            seen.add((name, s))
+            if s < last_end.get(name, -1):
+                continue  # overlaps a mention of the same finding (two patterns matched the same words)
+            last_end[name] = e
             out.append(Mention(name, sent, _negated(sent, s, e), _uncertain(sent, s, e), (offset + s, offset + e)))
     return out
 

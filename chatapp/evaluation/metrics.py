@@ -52,10 +52,13 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     _require_java()
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    if not texts:
-        return []
-    out = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
-    return [out[i][0] for i in range(len(texts))]
+    keep = [i for i, t in enumerate(texts) if t and t.strip()]
+    result = [""] * len(texts)
+    if keep:  # empty lines are not sent: the tokenizer's output lines must stay aligned with its input lines
+        out = PTBTokenizer().tokenize({i: [{"caption": texts[i]}] for i in keep})
+        for i in keep:
+            result[i] = out[i][0]
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------------- METEOR
@@ -182,9 +185,10 @@ def _bleu_from_counts(totals: np.ndarray, n: int = 4) -> list[float]:
 # ---------------------------------------------------------------------------------------------------------------- API
 @dataclass
 class NLGResult:
-    scores: dict[str, float]  # corpus-level, pycocoevalcap names
-    per_pair: dict[str, list[float]] = field(default_factory=dict)  # BLEU-4 is not defined per pair here
+    scores: dict[str, float]  # corpus-level, pycocoevalcap names (NLG_KEYS order)
+    per_pair: dict[str, list[float]] = field(default_factory=dict)  # BLEU-1, METEOR, ROUGE-L, CIDEr per pair
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    n: int = 0
 
 
 def nlg_scores(hyps: Sequence[str], refs: Sequence[str], *, tokenized: bool = False, n_boot: int = 0,
@@ -196,33 +200,68 @@ def nlg_scores(hyps: Sequence[str], refs: Sequence[str], *, tokenized: bool = Fa
         refs: reference reports, aligned with ``hyps``.
         tokenized: True when both are already PTB-tokenized (skip the Java tokenizer).
         n_boot: bootstrap resamples for 95% CIs (0: none).
-        meteor: False skips METEOR (Java still needed for the tokenizer unless ``tokenized``).
+        meteor: False skips METEOR (Java is still needed for the tokenizer unless ``tokenized``).
         workers: METEOR processes (default ``min(2, cpu_count)``).
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    return nlg_grouped(hyps, refs, {"all": range(len(hyps))}, tokenized=tokenized, n_boot=n_boot, seed=seed,
+                       meteor=meteor, workers=workers)["all"]
 
+
+def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, Sequence[int]], *,
+                tokenized: bool = False, n_boot: int = 0, seed: int = 0, meteor: bool = True,
+                meteor_groups: Sequence[str] | None = None, boot_groups: Sequence[str] | None = None,
+                workers: int | None = None) -> dict[str, NLGResult]:
+    """NLG metrics of several groups of pairs (e.g. whole reports and each region) sharing one tokenizer call and
+    one METEOR pass; each group is scored as its own corpus (its own BLEU lengths and CIDEr IDF), exactly as a
+    separate pycocoevalcap run on that group would.
+
+    Args:
+        groups: group name → indices into ``hyps``/``refs``; empty groups are skipped.
+        meteor_groups: groups that get METEOR (default: all when ``meteor``).
+        boot_groups: groups that get bootstrap CIs (default: all when ``n_boot``).
+    """
     if len(hyps) != len(refs):
         raise CTScribeError(f"{len(hyps)} predictions but {len(refs)} references: pass aligned lists.")
     if not hyps:
         raise CTScribeError("no report pairs to score: check that prediction and reference ids overlap.")
-    met = Meteor(workers) if meteor else None  # starts the JVMs now: they load while the rest runs
+    want_met = set(groups if meteor_groups is None else meteor_groups) if meteor else set()
+    met = Meteor(workers) if want_met else None  # starts the JVMs now: they load while the tokenizer runs
     try:
-        return _nlg(hyps, refs, tokenized, n_boot, seed, met)
+        if not tokenized:
+            toks = ptb_tokenize(list(refs) + list(hyps))
+            refs, hyps = toks[:len(refs)], toks[len(refs):]
+        need = sorted({i for g, idx in groups.items() if g in want_met for i in idx})
+        stats: dict[int, str] = {}
+        if met is not None and need:
+            stats = dict(zip(need, met.stats([hyps[i] for i in need], [[refs[i]] for i in need])))
+        out = {}
+        for g, idx in groups.items():
+            idx = list(idx)
+            if not idx:
+                continue
+            gstats = [stats[i] for i in idx] if g in want_met and met is not None else None
+            nb = n_boot if boot_groups is None or g in boot_groups else 0
+            out[g] = _score_group([hyps[i] for i in idx], [refs[i] for i in idx], gstats, met, nb, seed)
+        return out
     finally:
         if met is not None:
             met.close()
 
 
-def _nlg(hyps, refs, tokenized: bool, n_boot: int, seed: int, met: "Meteor | None") -> NLGResult:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
+def _rouge(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, list[float]]:
+    """pycocoevalcap ROUGE-L (mean of per-pair scores); an empty hypothesis scores 0 instead of dividing by 0."""
     from pycocoevalcap.rouge.rouge import Rouge
 
-    if not tokenized:
-        toks = ptb_tokenize(list(refs) + list(hyps))
-        refs, hyps = toks[:len(refs)], toks[len(refs):]
+    r = Rouge()
+    per = [float(r.calc_score([h], [ref])) if h.split() and ref.split() else 0.0 for h, ref in zip(hyps, refs)]
+    return float(np.mean(per)), per
+
+
+def _score_group(hyps: list[str], refs: list[str], met_stats: list[str] | None, met: Meteor | None, n_boot: int,
+                 seed: int) -> NLGResult:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
     gts = {i: [r] for i, r in enumerate(refs)}
     res = {i: [h] for i, h in enumerate(hyps)}
     scores: dict[str, float] = {}
@@ -231,16 +270,14 @@ def _nlg(hyps, refs, tokenized: bool, n_boot: int, seed: int, met: "Meteor | Non
     for k in range(4):
         scores[f"BLEU-{k + 1}"] = float(bleu[k])
     per["BLEU-1"] = [float(x) for x in bleu_per[0]]
-    rouge, rouge_per = Rouge().compute_score(gts, res)
-    scores["ROUGE-L"], per["ROUGE-L"] = float(rouge), [float(x) for x in rouge_per]
+    scores["ROUGE-L"], per["ROUGE-L"] = _rouge(hyps, refs)
     cider, cider_per = Cider().compute_score(gts, res)
     scores["CIDEr"], per["CIDEr"] = float(cider), [float(x) for x in cider_per]
     ci: dict[str, tuple[float, float]] = {}
     rng = np.random.default_rng(seed)
     idx = [rng.integers(0, len(hyps), len(hyps)) for _ in range(n_boot)]
-    if met is not None:
-        stats = met.stats(hyps, [[r] for r in refs])
-        total, seg, boot = met.aggregate(stats, idx)
+    if met_stats is not None and met is not None:
+        total, seg, boot = met.aggregate(met_stats, idx)
         scores["METEOR"], per["METEOR"] = total, seg
         if n_boot:
             ci["METEOR"] = _pct(boot)
@@ -253,7 +290,7 @@ def _nlg(hyps, refs, tokenized: bool, n_boot: int, seed: int, met: "Meteor | Non
             arr = np.asarray(per[key])
             ci[key] = _pct([arr[i].mean() for i in idx])
     ordered = {k: scores[k] for k in NLG_KEYS if k in scores}
-    return NLGResult(ordered, per, ci)
+    return NLGResult(ordered, per, {k: ci[k] for k in NLG_KEYS if k in ci}, len(hyps))
 
 
 def _pct(values) -> tuple[float, float]:
