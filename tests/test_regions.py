@@ -38,8 +38,10 @@ def test_phantom_dice(phantom_run):
     assert dice(r.structures["lung_left"], p.structures["lung_left"]) >= 0.90
     assert dice(r.structures["lung_right"], p.structures["lung_right"]) >= 0.90
     assert dice(r.masks["bone"], p.regions["bone"]) >= 0.90
-    assert dice(r.masks["heart"], p.regions["heart"]) >= 0.85  # target 0.90: see the engineer's report
-    assert dice(r.structures["trachea"], p.structures["trachea"]) >= 0.70  # target 0.90: see the report
+    assert dice(r.masks["heart"], p.regions["heart"]) >= 0.88  # 0.889 on this seed, 0.906 on seed 2 (target 0.90)
+    assert dice(r.structures["trachea"], p.structures["trachea"]) >= 0.90  # lumen + wall, as the phantom draws it
+    # the descending aorta is found next to the spine (truth also holds the ascending aorta and the arch)
+    assert dice(r.structures["aorta"], p.structures["aorta"]) >= 0.45
 
 
 def test_sides_are_not_swapped(phantom_run):
@@ -88,4 +90,7 @@ def test_tcia_chest_ct_plausible():
     assert 2000 <= total <= 8000
     assert m["laa950_percent"] < 30
     assert 12 <= m["trachea_diameter_mm"] <= 28
+    assert 300 <= m["heart_volume_ml"] <= 1200  # no leak into the liver under the diaphragm
+    assert 0.3 <= m["cardiothoracic_ratio"] <= 0.6
+    assert m["aorta_max_diameter_mm"] is None or 15 <= m["aorta_max_diameter_mm"] <= 40
     assert r.info["contrast"] is True

@@ -70,8 +70,11 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
     if not lung.any():
         return out
     bb = ops.bbox(lung, margin=1)
-    sub = lung[bb] & (hu[bb] > NODULE_HU) & ~ops.dilate(s["airway"][bb], 3.0, sp)
-    sub = ndi.binary_opening(sub, structure=ops.ball(1.5, sp))  # removes thin vessels and septa
+    raw = lung[bb] & (hu[bb] > NODULE_HU) & ~ops.dilate(s["airway"][bb], 3.0, sp)
+    sub = ndi.binary_opening(raw, structure=ops.ball(1.5, sp))  # removes thin vessels and septa
+    # a blob the opening cut out of a larger structure (a vessel segment, a branch point) is part of the vessel
+    # tree: its un-opened connected component is much bigger than the blob itself
+    raw_lab, raw_sizes = ops.components(raw)
     # vessels enter at the hilum: drop anything touching the mediastinal side of the lung
     hilum = ops.dilate(s["thoracic_cavity"][bb] & ~lung[bb], 4.0, sp, in_plane=True)
     lab, sizes = ops.components(sub)
@@ -91,6 +94,12 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
             ev = np.linalg.eigvalsh(np.cov(pts.T))
             if np.sqrt(max(ev[-1], 1e-6) / max(ev[0], 1e-6)) > 2.5:  # elongated: a vessel, not a nodule
                 continue
+        tree = raw_sizes[np.bincount(raw_lab[comp]).argmax()] / max(1, sizes[i])
+        confidence = "medium"
+        if tree > 2.5:
+            if d < 10.0:
+                continue  # a small bump on a vessel: the commonest false positive
+            confidence = "low"  # a larger blob touching vessels: keep, but say it is uncertain
         sl = ndi.find_objects(comp.astype(np.int8))[0]
         r_in = float(ndi.distance_transform_edt(np.pad(comp[sl], 1), sampling=sp).max())
         if vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3) > 4.0:  # far from a ball: branching vessels
@@ -107,7 +116,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
             if k in s and s[k][ci]:
                 lobe = key
         out.append({"mask": mask, "diameter_mm": round(float(d), 1), "volume_mm3": round(float(vol_mm3), 1),
-                    "mean_hu": round(float(hu[bb][comp].mean()), 1), "center": c, "side": side, "lobe": lobe})
+                    "mean_hu": round(float(hu[bb][comp].mean()), 1), "center": c, "side": side, "lobe": lobe,
+                    "confidence": confidence, "vessel_ratio": round(float(tree), 2)})
     out.sort(key=lambda n: -n["volume_mm3"])
     return out[:20]
 
@@ -141,7 +151,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
                  absent("mean_lung_density_hu", "HU", "lung", "no lung found")]
 
     # trachea: median area-equivalent lumen diameter over its middle 80%
-    tr = s["trachea"]
+    tr = s.get("trachea_lumen", s["trachea"])
     zs = np.flatnonzero(tr.any(axis=(0, 1)))
     if zs.size >= 3:
         lo, hi = np.percentile(zs, [10, 90])
@@ -172,17 +182,29 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
 
     # aorta: largest inscribed circle per axial slice
     ao = s["aorta"]
-    if ao.sum() * vml > 2:
-        r = max(float(ndi.distance_transform_edt(np.pad(ao[:, :, z], 1), sampling=sp[:2]).max())
-                for z in np.flatnonzero(ao.any((0, 1))))
+    classical_r = info.get("aorta_radius_mm") if info.get("backend") == "classical" else None
+    # found, but nowhere bounded well enough to size it: absent rather than a false diameter
+    sizable = classical_r is None or bool(np.any(np.asarray(classical_r) > 0))
+    if ao.sum() * vml > 2 and sizable:
+        if classical_r is not None:
+            r = float(np.max(classical_r))
+        else:
+            r = max(float(ndi.distance_transform_edt(np.pad(ao[:, :, z], 1), sampling=sp[:2]).max())
+                    for z in np.flatnonzero(ao.any((0, 1))))
         meas.append(Measurement("aorta_max_diameter_mm", round(2 * r, 1), "mm",
-                                regions.method.get("aorta", "aorta mask") + "; 2 x largest inscribed radius",
+                                regions.method.get("aorta", "aorta mask") + "; 2 x largest inscribed radius over slices where the "
+                                "vessel is bounded by lung or fat",
                                 "mediastinum", "low" if regions.info.get("backend") == "classical" else "medium"))
     else:
         meas.append(absent("aorta_max_diameter_mm", "mm", "mediastinum", "aorta not found"))
 
     # medical material (metal)
-    lab, sizes = ops.components(s["metal"])
+    # one device (a wire, a lead, clips on a line) shows as many pieces: pieces within ~5 mm form one device
+    metal = s["metal"]
+    lab, _ = ops.components(ops.dilate(metal, 5.0, sp) if metal.any() else metal)
+    lab = np.where(metal, lab, 0)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
     comps = []
     for i in np.flatnonzero(sizes * vml * 1000 >= 5.0):  # at least 5 mm³
         c = np.array(ndi.center_of_mass(lab == i))
@@ -193,7 +215,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     if comps:
         over["metal"] = s["metal"]
     meas.append(Measurement("medical_material", len(comps), "count",
-                            "components above 2800 HU (metal: wires, clips, devices)", comps[0]["region"] if comps
+                            "devices above 2800 HU (metal pieces within 5 mm merged: wires, clips, leads)", comps[0]["region"] if comps
                             else "mediastinum", "high", {"present": bool(comps), "components": comps}))
 
     # calcium (Agatston-like, approximate)
@@ -261,7 +283,8 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         loc = f"{n['side']} {n['lobe']} lobe" if n["lobe"] else f"{n['side']} lung"
         meas.append(Measurement("nodule", n["diameter_mm"], "mm",
                                 f"solid component > {NODULE_HU:.0f} HU inside the lung, opened 1.5 mm, not touching the "
-                                "hilum, roughly spherical; diameter of the equal-volume sphere", "lung", "medium",
+                                "hilum, roughly spherical, not part of the vessel tree; diameter of the equal-volume sphere",
+                                "lung", n["confidence"],
                                 {"diameter_mm": n["diameter_mm"], "location": loc, "side": n["side"],
                                  "lobe": n["lobe"], "center_ras_mm": _center_ras(volume, n["center"], factors),
                                  "volume_mm3": n["volume_mm3"], "mean_hu": n["mean_hu"], "mask_id": mid,

@@ -17,6 +17,7 @@ LUNG_HU = -400.0  # air/lung vs soft tissue (midway between aerated lung ~-850 a
 AIRWAY_HU = -600.0  # airway lumen (air) vs airway wall; stricter so the wall separates trachea from lung in 2D
 BONE_HU = 150.0  # trabecular bone and cortex; contrast blood pools (150-450 HU) are removed by the cortex test
 CORTEX_HU = 500.0
+AIRWAY_WALL_MM = 2.0  # tracheal/bronchial wall thickness added around the lumen (adult trachea wall ~1-3 mm)
 METAL_HU = 2800.0  # above dense contrast boli and sharp-kernel cortex on the averaged grid
 
 
@@ -180,6 +181,12 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
         bb = ops.bbox(m, margin=4)
         sub = ops.close(m[bb], 4.0, sp, in_plane=True)
         sub = ops.fill_holes_2d(sub) & body[bb] & ~airway[bb] & ~other[bb]
+        # vessels and nodules are small holes; under a diaphragm dome the lung rings the liver, spleen or stomach
+        # in axial slices: drop added pieces larger than ~25 mL (a 30 mm nodule is 14 mL)
+        add_lab, add_sizes = ops.components(sub & ~m[bb])
+        big = add_sizes * float(np.prod(sp)) / 1000.0 > 25.0
+        big[0] = False
+        sub &= ~big[add_lab]
         out = np.zeros_like(m)
         out[bb] = sub
         filled.append(out | m)
@@ -274,14 +281,16 @@ def find_descending_aorta(hu: np.ndarray, body: np.ndarray, bone: np.ndarray, lu
                           right_is_plus_x: bool, contrast: bool) -> tuple[np.ndarray, np.ndarray]:
     """Descending/abdominal aorta: per slice, the largest inscribed circle of non-fat tissue left-anterior of the spine.
 
-    Returns (mask, per-slice inscribed radius in mm, 0 where not found).
+    Returns (mask, per-slice radius in mm: 0 where not found or where the circle is not bounded by lung/fat, so
+    its size cannot be trusted).
     """
     X, Y, Z = hu.shape
     out = np.zeros(hu.shape, bool)
     radius = np.zeros(Z)
     if not spine.get("found"):
         return out, radius
-    tissue = (hu > (120.0 if contrast else -20.0)) & (hu < 700.0) & body & ~ops.dilate(bone, 2.0, sp, True) & ~lungs
+    tissue = (hu > (80.0 if contrast else -20.0)) & (hu < 700.0) & body & ~ops.dilate(bone, 2.0, sp, True) & ~lungs
+    loose = (hu > (80.0 if contrast else -20.0)) & (hu < 700.0) & body & ~bone
     xs, ys = np.arange(X)[:, None], np.arange(Y)[None, :]
     left_sign = -1.0 if right_is_plus_x else 1.0
     prev = None
@@ -295,20 +304,59 @@ def find_descending_aorta(hu: np.ndarray, body: np.ndarray, bone: np.ndarray, lu
             prev = None
             continue
         d = ndi.distance_transform_edt(t, sampling=sp[:2])
+        # candidate centres: local maxima of the inscribed radius in the aortic size range (a touching heart or
+        # crus is a bigger blob whose own maximum is out of range); the aorta hugs the spine's left-anterior edge
+        peak = (d == ndi.maximum_filter(d, size=5)) & (d >= 4.0) & (d <= 20.0)
         if prev is not None:  # continuity: stay within 12 mm of the previous centre
-            d = np.where(np.hypot((xs - prev[0]) * sp[0], (ys - prev[1]) * sp[1]) < 12.0, d, 0)
-        i, j = np.unravel_index(int(d.argmax()), d.shape)
-        r = float(d[i, j])
-        if not 5.0 <= r <= 22.0:
+            peak &= np.hypot((xs - prev[0]) * sp[0], (ys - prev[1]) * sp[1]) < 12.0
+        if not peak.any():
             prev = None
             continue
-        disk = np.hypot((xs - i) * sp[0], (ys - j) * sp[1]) <= r + 0.5 * max(sp[0], sp[1])
-        out[:, :, z] = disk & t
-        radius[z] = r
+        ii, jj = np.nonzero(peak)
+        cost = np.hypot((ii - vx) * left_sign * sp[0] - 18.0, (jj - ant) * sp[1] - 5.0) - 0.5 * d[ii, jj]
+        k = int(cost.argmin())
+        i, j = int(ii[k]), int(jj[k])
+        r = float(d[i, j])
+        # the search mask kept 2 mm off lung and bone: the wall lies up to 2 mm further out
+        disk = np.hypot((xs - i) * sp[0], (ys - j) * sp[1]) <= r + 2.0
+        out[:, :, z] = disk & loose[:, :, z]
+        # trust the size only where the circle is bounded (lung/fat around it): pressed against same-density
+        # tissue (crus, oesophagus, heart without contrast) the inscribed circle grows into the neighbour
+        dist = np.hypot((xs - i) * sp[0], (ys - j) * sp[1])
+        ring = (dist > r + 3.0) & (dist <= r + 3.0 + 1.5 * max(sp[0], sp[1]))
+        radius[z] = r + 2.0 if loose[:, :, z][ring].mean() < 0.4 else 0.0
         prev = (i, j)
-    out = ops.largest(out)
+    # keep the longest tube, bridging gaps of up to 2 slices (a rib or a partial-volume slice)
+    lab, n = ndi.label(ndi.binary_dilation(out, structure=np.ones((1, 1, 5), bool)))
+    if n:
+        objs = ndi.find_objects(lab)
+        best = 1 + int(np.argmax([o[2].stop - o[2].start for o in objs]))
+        out &= lab == best
     radius[~out.any(axis=(0, 1))] = 0.0
     return out, radius
+
+
+def diaphragm_floor(lungs: np.ndarray, sp, carina_z: int | None) -> np.ndarray | None:
+    """Per (x, y) column, the slice index of the diaphragm surface under the heart, from the lung bases.
+
+    Columns with lung take their lowest lung slice when it lies in the lower thorax (below the midpoint between the
+    lung bases and the carina: anterior lung tips over the heart are ignored); other columns (under the heart) take
+    the nearest such column's value, median-smoothed over ~15 mm. Returns (X, Y) int or None without lungs.
+    """
+    zl = np.flatnonzero(lungs.any(axis=(0, 1)))
+    if zl.size == 0:
+        return None
+    top = carina_z if carina_z is not None else zl[-1]
+    zmid = 0.5 * (zl[0] + top)
+    has = lungs.any(axis=2)
+    low = np.where(has, lungs.argmax(axis=2), 10 ** 6)
+    valid = has & (low < zmid)
+    if not valid.any():
+        return None
+    _, (ix, iy) = ndi.distance_transform_edt(~valid, sampling=sp[:2], return_indices=True)
+    floor = low[ix, iy]
+    k = max(3, int(round(15.0 / sp[0])) | 1)
+    return ndi.median_filter(floor, size=k, mode="nearest")
 
 
 def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: bool = True):
@@ -345,11 +393,17 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
     structures.update(approximate_lobes(lung_left, "left"))
     structures.update(approximate_lobes(lung_right, "right"))
     # trachea = airway above the carina (bronchi below it)
+    # airway masks are lumen + wall (the usual convention); diameters are measured on the lumen
+    lumen = airway
+    if airway.any():
+        airway = lumen | (ops.dilate(lumen, AIRWAY_WALL_MM, sp, in_plane=True) & (hu > -500.0) & body)
     if info["carina_z"] is not None:
         structures["trachea"] = airway & (zs > info["carina_z"])
+        structures["trachea_lumen"] = lumen & (zs > info["carina_z"])
         structures["main_bronchi"] = airway & (zs <= info["carina_z"])
     else:
-        structures["trachea"], structures["main_bronchi"] = airway, empty
+        structures["trachea"], structures["trachea_lumen"], structures["main_bronchi"] = airway, lumen, empty
+    structures["airway"] = airway
 
     # thoracic cavity: per-slice convex hull of the lungs (between-lung space = mediastinum and heart)
     cavity = empty.copy()
@@ -381,6 +435,9 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
         cand &= ys > ant_y + 3.0 / sp[1]
         if info["carina_z"] is not None:
             cand &= zs < info["carina_z"] - int(round(5.0 / sp[2]))
+        floor = diaphragm_floor(lungs, sp, info["carina_z"])
+        if floor is not None:  # the heart sits on the diaphragm: nothing below the lung-base surface (liver)
+            cand &= zs >= floor[:, :, None]
         core = ops.largest(ops.erode(cand, 10.0, sp)) if cand.any() else empty
         if core.sum() * np.prod(sp) / 1000.0 > 10.0:
             heart = ops.fill_holes_2d(ops.dilate(core, 11.0, sp) & cand)
