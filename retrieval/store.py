@@ -258,20 +258,31 @@ class KnowledgeStore:
             k: number of hits (>= 1).
             where: Chroma metadata filter, e.g. ``{"kind": "builtin"}``.
         """
+        return self.search_batch([query], k=k, where=where)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 5, where: dict | None = None) -> list[list[Hit]]:
+        """``search`` for several queries at once: one embedding batch and one Chroma query (a report's sentences).
+
+        Returns one list of hits per query, in order.
+        """
         if k < 1:
             raise StoreError(f"k must be >= 1, got {k}")
-        if not query or not query.strip():
-            raise StoreError("the query is empty; type what you are looking for")
+        if not queries or any(not q or not q.strip() for q in queries):
+            raise StoreError("a query is empty; type what you are looking for")
         n = self.count()
         if n == 0:
-            return []
-        vec = self.embedder.embed_query(query)
-        res = self.collection.query(query_embeddings=[vec], n_results=min(n, 3 * k), where=where,
+            return [[] for _ in queries]
+        vecs = self.embedder.embed_documents(list(queries))
+        res = self.collection.query(query_embeddings=vecs, n_results=min(n, 3 * k), where=where,
                                     include=["documents", "metadatas", "distances"])
+        return [self._hits(res, i, k) for i in range(len(queries))]
+
+    @staticmethod
+    def _hits(res: dict, i: int, k: int) -> list[Hit]:
         hits: list[Hit] = []
         seen: set[str] = set()
-        for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
-                                        res["distances"][0]):
+        for cid, doc, meta, dist in zip(res["ids"][i], res["documents"][i], res["metadatas"][i],
+                                        res["distances"][i]):
             meta = dict(meta or {})
             key = str(meta.get("key") or cid)
             if key in seen:
