@@ -15,7 +15,7 @@ How a report is read:
    (that is how the CT-RATE radiologist labels treat them; ``uncertain_positive=False`` changes it).
 
 Names and order come from :data:`vision.registry.FINDING_NAMES`. The patterns are the author's own wording rules;
-they were tuned with cross-validation on the CT-CLIP 800-report training set (see ``tools/labeler_cv.py``).
+they were tuned with cross-validation on the CT-CLIP 800-report training set (see :mod:`chatapp.evaluation.labeler_cv`).
 """
 
 from __future__ import annotations

@@ -58,13 +58,14 @@ _CUES: dict[str, re.Pattern] = {
                 r"sternum", r"sternal", r"sternotomy", r"clavic\w*", r"scapula\w*", r"humer\w*", r"scoliosis", r"kyphosis",
                 r"osteophyt\w*", r"spondyl\w*", r"fractures?", r"lytic", r"sclerotic", r"degenerative",
                 r"osteopeni\w*", r"osteopor\w*", r"schmorl", r"corpus heights?", r"thoracic spine", r"disc\b",
-                r"skeletal", r"metastatic bone"),
+                r"skeletal", r"metastatic bone", r"neural foramin\w*", r"foramin\w*"),
     "thyroid": _rx(r"thyroid\w*", r"goiter", r"goitre"),
     "breast": _rx(r"breasts?\b", r"mammar\w*", r"gynecomastia", r"axill\w*", r"nipple"),
     "abdomen": _rx(r"liver", r"hepat\w*", r"spleen", r"splen\w*", r"kidneys?", r"renal", r"adrenal\w*",
                    r"pancrea\w*", r"gallbladder", r"gall bladder", r"cholecyst\w*", r"chole\w*", r"stomach",
                    r"abdom\w*", r"bowel", r"colon\w*", r"bile", r"biliary", r"portal", r"intestin\w*", r"perirenal",
-                   r"periton\w*", r"ascites", r"duoden\w*", r"upper abdominal organs", r"steatosis", r"hepatosteatosis"),
+                   r"periton\w*", r"ascites", r"duoden\w*", r"upper abdominal organs", r"steatosis", r"hepatosteatosis", r"bladder", r"prostat\w*",
+                   r"pelvi\w*", r"uter\w*", r"ovar\w*"),
 }
 
 # words that point to the lung only when the sentence names no other organ ("thyroid nodule in the left lobe")

@@ -4,7 +4,7 @@ The labeler is rules, so "training" means writing rules while reading errors. Pr
 5 folds by row index (``i % 5``); rules were written looking only at errors in folds 0-3, fold 4 was never inspected.
 The script prints per-fold macro/micro F1, per-label P/R/F1 pooled over folds, and the speed on one core.
 
-    python tools/labeler_cv.py [--csv PATH] [--errors LABEL] [--folds 0,1,2,3]
+    python -m chatapp.evaluation.labeler_cv [--csv PATH] [--errors LABEL] [--folds 0,1,2,3]
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None  # run as a script from a checkout
+from chatapp.evaluation.labeler import find_mentions, label_reports
+from vision.registry import FINDING_NAMES
 
-from chatapp.evaluation.labeler import find_mentions, label_reports  # noqa: E402
-from vision.registry import FINDING_NAMES  # noqa: E402
-
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "ct-rate_ctclip-text-classifier" / "train.csv"
+# ../shared/data next to a checkout (read at run time only; nothing from it is shipped)
+DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-rate_ctclip-text-classifier" / "train.csv"
 N_FOLDS = 5
 
 

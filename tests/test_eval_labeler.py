@@ -1,0 +1,116 @@
+"""The open 18-finding labeler: wording, negation and uncertainty on hand-written sentences, the project's own
+generated sentences, and cross-validated accuracy/speed on the 800 radiologist-labelled CT-RATE reports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chatapp.evaluation.labeler import find_mentions, label_report, label_reports
+from vision.registry import FINDING_NAMES
+
+
+def positives(text: str, **kw) -> set[str]:
+    return {k for k, v in label_report(text, **kw).items() if v}
+
+
+def test_all_18_names_in_ctrate_order():
+    lab = label_report("")
+    assert list(lab) == list(FINDING_NAMES) and len(lab) == 18 and set(lab.values()) == {0}
+
+
+@pytest.mark.parametrize("text,finding", [
+    ("Atheromatous plaques are seen in the thoracic aorta.", "Arterial wall calcification"),
+    ("Sequelae changes in the right middle lobe.", "Pulmonary fibrotic sequela"),
+    ("There is fluid in the right pleural space.", "Pleural effusion"),
+    ("Hypoventilation at both lung bases.", "Atelectasis"),
+    ("Calcified plaques in the left anterior descending coronary artery.", "Coronary artery wall calcification"),
+    ("The cardiothoracic ratio is increased in favor of the heart.", "Cardiomegaly"),
+    ("Small sliding hiatal hernia.", "Hiatal hernia"),
+    ("A 16 mm subcarinal lymph node.", "Lymphadenopathy"),
+    ("Centrilobular emphysematous changes in both upper lobes.", "Emphysema"),
+    ("Ground-glass areas in the left lower lobe.", "Lung opacity"),
+    ("Mosaic attenuation pattern in both lungs.", "Mosaic attenuation pattern"),
+    ("Increased peribronchial thickness in the lower lobes.", "Peribronchial thickening"),
+    ("Patchy consolidation in the right lower lobe.", "Consolidation"),
+    ("Cylindrical bronchiectasis in both lower lobes.", "Bronchiectasis"),
+    ("Interlobular septal thickening at the lung bases.", "Interlobular septal thickening"),
+    ("A port catheter with its tip in the superior vena cava.", "Medical material"),
+    ("Minimal pericardial effusion.", "Pericardial effusion"),
+])
+def test_wordings(text, finding):
+    assert finding in positives(text)
+
+
+@pytest.mark.parametrize("text,finding", [
+    ("No pleural effusion.", "Pleural effusion"),
+    ("Pleural effusion-thickening was not detected.", "Pleural effusion"),
+    ("No enlarged lymph nodes in prevascular, paratracheal or subcarinal stations were detected.", "Lymphadenopathy"),
+    ("No suspicious mass, nodule or infiltration was detected in both lungs.", "Lung nodule"),
+    ("Pericardial effusion-thickening was not observed.", "Pericardial effusion"),
+    ("Without consolidation.", "Consolidation"),
+])
+def test_negation(text, finding):
+    assert finding not in positives(text)
+    assert any(m.negated for m in find_mentions(text) if m.finding == finding)
+
+
+def test_negation_scope_ends_at_contrast():
+    assert positives("There is no pleural effusion, but bibasilar atelectasis is seen.") == {"Atelectasis"}
+    assert positives("No pathological wall thickening in the esophagus, and there is a small hiatal hernia.") == {
+        "Hiatal hernia"}
+
+
+@pytest.mark.parametrize("text", ["Atelectasis cannot be excluded.", "Findings suspicious for atelectasis.",
+                                  "Linear density at the left base (atelectasis?)."])
+def test_uncertainty(text):
+    ms = [m for m in find_mentions(text) if m.finding == "Atelectasis"]
+    assert ms and all(m.uncertain and not m.negated for m in ms)
+    assert "Atelectasis" in positives(text)
+    assert "Atelectasis" not in positives(text, uncertain_positive=False)
+
+
+def test_context_decides_vessel_and_organ():
+    assert positives("Calcific atheroma plaques in the coronary arteries.") == {"Coronary artery wall calcification"}
+    assert positives("Calcified plaques in the aorta and coronary arteries.") == {
+        "Arterial wall calcification", "Coronary artery wall calcification"}
+    assert positives("A 12 mm nodule in the left thyroid lobe.") == set()
+    assert positives("Minimal pericardial effusion.") == {"Pericardial effusion"}
+    assert positives("Calcific pleural plaques on the right.") == set()
+    assert positives("Fibroatelectatic band in the lingula.") == {"Pulmonary fibrotic sequela"}
+
+
+def test_generated_sentences_of_the_phantom_generator():
+    report = ("Trachea and both main bronchi are patent. A 8 mm solid nodule in the right upper lobe. "
+              "No pleural effusion. Heart size is normal. No mediastinal lymphadenopathy. "
+              "Mild centrilobular emphysema in both upper lobes.")
+    assert positives(report) == {"Lung nodule", "Emphysema"}
+    m = [x for x in find_mentions(report) if x.finding == "Lung nodule"][0]
+    assert report[m.span[0]:m.span[1]].lower().startswith("nodul")
+    assert m.sentence.strip() == "A 8 mm solid nodule in the right upper lobe."
+
+
+# CV floor: the level reached when the test was written (mean over 5 folds 0.9415; fold 4, never inspected while
+# writing rules, 0.9286). The test fails if a change makes the labeler worse.
+CV_MEAN_FLOOR = 0.935
+CV_HELDOUT_FOLD_FLOOR = 0.92
+
+
+@pytest.mark.data
+def test_cross_validated_accuracy_and_speed():
+    import numpy as np
+
+    from conftest import shared_path
+    from chatapp.evaluation.labeler_cv import cross_validate, load
+
+    texts, y = load(shared_path("ct-rate_ctclip-text-classifier", "train.csv"))
+    res = cross_validate(texts, y)
+    macro = [f["macro_f1"] for f in res["per_fold"]]
+    assert np.mean(macro) >= CV_MEAN_FLOOR, macro
+    assert macro[4] >= CV_HELDOUT_FOLD_FLOOR, macro
+    assert min(res["f1"]) >= 0.80, dict(zip(FINDING_NAMES, res["f1"]))
+    t0 = time.process_time()
+    label_reports(texts)
+    rate = len(texts) / (time.process_time() - t0)
+    assert rate >= 400, f"{rate:.0f} reports/s (CPU time)"  # measured ~750/s; floor leaves room for slow CI CPUs
