@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from vision.errors import CorruptFileError, CTScribeError, GeometryError, InputNotFoundError, UnsupportedFormatError
+from vision.errors import (ConfigError, CorruptFileError, CTScribeError, GeometryError, InputNotFoundError,
+                           UnsupportedFormatError)
 from vision.hu import check_hu
 from vision.volume import CTVolume
 
@@ -58,7 +59,10 @@ class IngestLimits:
                           ("zip_max_ratio", "zip_max_ratio"), ("zip_max_total_mb", "zip_max_total_mb"),
                           ("max_voxels", "max_voxels"), ("max_dim", "max_dim"), ("max_files", "max_files")):
             if sec.get(key) is not None:
-                kw[name] = type(getattr(cls(), name))(sec[key])
+                try:
+                    kw[name] = type(getattr(cls(), name))(sec[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"vision.{key} must be a number, got {sec[key]!r}") from None
         return cls(**kw)
 
 
@@ -416,7 +420,12 @@ def _npz(p: Path, spacing, limits: IngestLimits) -> _Raw:
     with npz:
         keys = list(npz.files)
         if spacing is None and "spacing" in keys:
-            spacing = _check_spacing(tuple(float(x) for x in npz["spacing"]), f"{p.name}['spacing']")
+            try:
+                stored = np.asarray(npz["spacing"], dtype=float).ravel().tolist()
+            except (ValueError, TypeError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+                raise GeometryError(f"{p.name}['spacing'] cannot be read ({e}); store three numbers in mm or pass "
+                                    "--spacing X Y Z.") from None
+            spacing = _check_spacing(stored, f"{p.name}['spacing']")
         _need_spacing(spacing, p.name)
         candidates = [k for k in ("ct", "image", "volume", "hu", "arr_0") if k in keys] or \
                      [k for k in keys if k != "spacing"]
@@ -426,7 +435,7 @@ def _npz(p: Path, spacing, limits: IngestLimits) -> _Raw:
             arr = npz[candidates[0]]
         except ValueError as e:
             raise UnsupportedFormatError(f"{p.name}: {e}; only numeric arrays are loaded (no pickles).") from None
-        except (EOFError, OSError, zlib.error) as e:
+        except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as e:
             raise CorruptFileError(f"{p.name} is damaged ({e}); save it again.") from None
     _check_shape(arr.shape, limits, p.name)
     arr = _npy_array(arr, p.name)
