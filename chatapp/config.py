@@ -99,21 +99,28 @@ class Config:
         return copy.deepcopy(self.raw)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file (see configs/)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a ctscribe config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     base = data.pop("extends", None)
     if base:
+        if not isinstance(base, str):
+            raise ConfigError(f"config file {path}: 'extends' must be one file name, got {base!r}")
         parent = (path.parent / base) if not Path(base).is_absolute() else Path(base)
-        data = _deep_merge(_read_yaml(parent), data)
+        chain = (*_chain, path.resolve())
+        if parent.resolve() in chain:
+            raise ConfigError(f"config file {path}: 'extends: {base}' forms a cycle; remove one of the extends lines")
+        data = _deep_merge(_read_yaml(parent, chain), data)
     return data
 
 
