@@ -27,7 +27,7 @@ def _f(v, nd: int = 4) -> str:
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})  # reproducible output
     import matplotlib.pyplot as plt
 
     plt.close(fig)
