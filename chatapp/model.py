@@ -105,6 +105,7 @@ class CTScribeModel(nn.Module):
         self.encoder = encoder
         self.bridge = bridge
         self.llm = llm
+        self.lm = llm.model  # registered so accelerate/DDP see LoRA parameters; checkpoints save only the adapter
         self.arch = arch
         self.preset = preset
         self.preset_params = dict(preset_params)
@@ -151,7 +152,8 @@ class CTScribeModel(nn.Module):
         if ckpt is not None:
             ckpt.apply(model)
             model.weights_label = ckpt.meta.get("weights_label", ckpt_dir.name)
-        model.to(llm.device)
+        model.encoder.to(llm.device)  # the LLM is already placed (bnb-quantized models must not be moved)
+        model.bridge.to(llm.device)
         model.eval()
         return model
 
