@@ -269,11 +269,9 @@ class KnowledgeStore:
             raise StoreError(f"k must be >= 1, got {k}")
         if not queries or any(not q or not q.strip() for q in queries):
             raise StoreError("a query is empty; type what you are looking for")
-        n = self.count()
-        if n == 0:
-            return [[] for _ in queries]
         vecs = self.embedder.embed_documents(list(queries))
-        res = self.collection.query(query_embeddings=vecs, n_results=min(n, 3 * k), where=where,
+        # over-fetch a little so that de-duplicating parts of one long entry still leaves k distinct keys
+        res = self.collection.query(query_embeddings=vecs, n_results=2 * k, where=where,
                                     include=["documents", "metadatas", "distances"])
         return [self._hits(res, i, k) for i in range(len(queries))]
 
