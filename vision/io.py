@@ -499,6 +499,9 @@ def _finish(raw: _Raw, spacing, limits: IngestLimits, *, what: str) -> CTVolume:
             affine[:3, :3] = affine[:3, :3] / zooms * np.asarray(spacing)
             warnings.append(f"voxel spacing {tuple(round(float(z), 4) for z in zooms)} mm from the file replaced by "
                             f"the given {tuple(spacing)} mm")
+    if np.isnan(io_orientation(affine)).any():  # an axis with no direction (nibabel cannot name it)
+        raise GeometryError(f"{what}: the voxel-to-world matrix is degenerate (an axis has no direction); fix the "
+                            "header (or give --spacing).")
     orig_codes = "".join(nib.aff2axcodes(affine))
     array, hu_warn = check_hu(raw.array, what=what)
     warnings += hu_warn
