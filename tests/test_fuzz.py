@@ -136,6 +136,15 @@ def test_fuzz_loaders_raw_bytes(kind, ops):
     _load(name, mutate(data, ops))
 
 
+@pytest.mark.parametrize("kind,ops", [
+    ("nii", [("set", 311, b"\x00\x00\x00\x00Y")]),  # sform with an axis nibabel cannot name (was a TypeError)
+    ("npz", [("insert", 4, b"\x00")]),  # damaged npz member (was zipfile.BadZipFile)
+])
+def test_fuzz_regressions(kind, ops):
+    name, data = seeds()[kind]
+    _load(name, mutate(data, ops))
+
+
 @FUZZ
 @given(ops=st.lists(mutation, min_size=1, max_size=6))
 def test_fuzz_nifti_header_inside_gzip(ops):
