@@ -75,6 +75,9 @@ def test_user_errors_exit_2(tmp_path, capsys):
     r = write_csv(tmp_path / "r.csv", {"b": "No effusion."})
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--out", str(tmp_path / "o"), "--no-nlg"]) == 2
     assert "share no id" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(p), "--ref", str(p), "--out", str(tmp_path / "o"), "--no-nlg",
+                 "--bertscore-model", str(tmp_path / "no-such-model")]) == 2
+    assert "local model directory" in capsys.readouterr().err
 
 
 def test_evaluate_without_nlg_and_with_a_label_file(tmp_path, capsys):

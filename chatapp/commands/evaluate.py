@@ -15,10 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default=None, help="text column name (default: text, report, report_text, ...)")
     p.add_argument("--ref-labels", default=None,
                    help="CSV with id + the 18 CT-RATE finding columns to use as reference labels (default: labeler)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="bootstrap resamples for 95%% CIs (0: none; default: evaluation.bootstrap = 1000)")
     p.add_argument("--no-nlg", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (no Java needed)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR")
     p.add_argument("--no-region-meteor", action="store_true", help="METEOR for whole reports only (faster)")
+    p.add_argument("--bertscore-model", default=None,
+                   help="local model folder for BERTScore (default: evaluation.bertscore_model; unset → skipped)")
 
 
 def run(args: argparse.Namespace, config) -> int:
@@ -33,7 +36,9 @@ def run(args: argparse.Namespace, config) -> int:
         ref_labels = _read_labels(args.ref_labels, args.id_column, FINDING_NAMES)
     res = evaluate_reports(preds, refs, pred_regions=pred_regions, ref_regions=ref_regions, ref_labels=ref_labels,
                            nlg=not args.no_nlg, meteor=not args.no_meteor, region_meteor=not args.no_region_meteor,
-                           n_boot=args.bootstrap)
+                           n_boot=args.bootstrap if args.bootstrap is not None
+                           else int(config.get("evaluation.bootstrap", 1000)),
+                           bertscore_model=args.bertscore_model or config.get("evaluation.bertscore_model"))
     paths = write_outputs(res, args.out)
     d = res.to_dict()
     line = " ".join(f"{k}={v:.4f}" for k, v in d["nlg"].items() if v is not None)

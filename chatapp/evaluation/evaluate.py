@@ -50,6 +50,7 @@ class EvalResult:
     lengths_pred: list[int] = field(default_factory=list)
     lengths_ref: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    bertscore: dict | None = None
 
     def to_dict(self) -> dict:
         def summ(v: list[int]) -> dict:
@@ -61,6 +62,7 @@ class EvalResult:
             "nlg": self.nlg,
             "nlg_ci95": self.nlg_ci95,
             "nlg_note": self.nlg_note,
+            "bertscore": self.bertscore,
             "ce": self.ce,
             "regions": self.regions,
             "templates": self.templates,
@@ -91,7 +93,7 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
                      ref_regions: Mapping[str, Mapping[str, str]] | None = None,
                      ref_labels: Mapping[str, Mapping[str, int]] | None = None,
                      nlg: bool = True, meteor: bool = True, region_meteor: bool = True, n_boot: int = 1000,
-                     seed: int = 0) -> EvalResult:
+                     seed: int = 0, bertscore_model: str | None = None) -> EvalResult:
     """Score generated reports against references.
 
     Args:
@@ -103,6 +105,7 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
         nlg: compute BLEU/METEOR/ROUGE-L/CIDEr (needs Java); ``meteor``/``region_meteor`` switch METEOR off
             for everything / for the regions only (the slow part on long reports).
         n_boot: bootstrap resamples for the 95% CIs of the headline metrics (whole-report NLG, CE micro/macro, CRG).
+        bertscore_model: a local model folder for BERTScore (reported as ``bertscore``); None skips it.
     """
     from chatapp.evaluation.io import join_ids
 
@@ -179,6 +182,10 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
             res.nlg_note = "METEOR skipped (--no-meteor)."
     else:
         res.nlg_note = "NLG metrics skipped (--no-nlg)."
+    if bertscore_model:
+        from chatapp.evaluation.metrics import bertscore
+
+        res.bertscore = bertscore(hyp, ref, bertscore_model)
     res.seconds["nlg"] = time.perf_counter() - t0
     res.regions = {reg: {"n_pairs": len(region_rows[reg]),
                          "nlg": nlg_out[reg].scores if reg in nlg_out else {},

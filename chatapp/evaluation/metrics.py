@@ -296,3 +296,28 @@ def _score_group(hyps: list[str], refs: list[str], met_stats: list[str] | None, 
 def _pct(values) -> tuple[float, float]:
     lo, hi = np.percentile(np.asarray(values, dtype=float), [2.5, 97.5])
     return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------------------------------------------------ BERTScore
+def bertscore(hyps: Sequence[str], refs: Sequence[str], model_path: str, *, num_layers: int | None = None,
+              batch_size: int = 16) -> dict[str, float]:
+    """Mean BERTScore P/R/F1 with a *local* model directory (never a hub id: nothing may be downloaded).
+
+    Args:
+        model_path: a local Hugging Face model folder (e.g. a RadBERT/RoBERTa copy the user has).
+        num_layers: representation layer (bert-score's default for known models; else the last layer).
+    """
+    from pathlib import Path
+
+    p = Path(model_path).expanduser()
+    if not p.is_dir():
+        raise CTScribeError(f"BERTScore model folder {model_path!r} does not exist: set evaluation.bertscore_model "
+                            "to a local model directory, or leave it null to skip BERTScore.")
+    from bert_score import score
+    from transformers import AutoConfig
+
+    layers = num_layers or AutoConfig.from_pretrained(str(p), local_files_only=True).num_hidden_layers
+    P, R, F = score(list(hyps), list(refs), model_type=str(p), num_layers=layers, batch_size=batch_size,
+                    device="cpu", lang="en")
+    return {"precision": float(P.mean()), "recall": float(R.mean()), "f1": float(F.mean()),
+            "model": str(p), "num_layers": layers}
