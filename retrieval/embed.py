@@ -11,8 +11,9 @@ process (``get_embedder`` caches by name).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from chromadb.api.types import Documents, EmbeddingFunction
 from chromadb.utils.embedding_functions import register_embedding_function
@@ -98,11 +99,11 @@ class Embedder:
         """Embed one query (MiniLM is symmetric: same encoder as passages)."""
         return self.embed_documents([text])[0]
 
-    def langchain(self) -> "LangChainEmbeddings":
+    def langchain(self) -> LangChainEmbeddings:
         """This embedder as a LangChain ``Embeddings`` (for ``langchain_chroma.Chroma`` and friends)."""
         return LangChainEmbeddings(self)
 
-    def chroma(self) -> "ChromaEmbeddingFunction":
+    def chroma(self) -> ChromaEmbeddingFunction:
         """This embedder as a Chroma ``EmbeddingFunction`` (so Chroma never falls back to its downloading default)."""
         return ChromaEmbeddingFunction(self)
 
@@ -137,7 +138,7 @@ class ChromaEmbeddingFunction(EmbeddingFunction[Documents]):
             self._embedder = get_embedder(self._model)
         return self._embedder
 
-    def __call__(self, input: Documents) -> list[Any]:  # noqa: A002 - Chroma's protocol names it `input`
+    def __call__(self, input: Documents) -> list[Any]:
         import numpy as np
 
         return [np.asarray(v, dtype=np.float32) for v in self.embedder.embed_documents(list(input))]
@@ -156,7 +157,7 @@ class ChromaEmbeddingFunction(EmbeddingFunction[Documents]):
         return {"model": self._model}
 
     @staticmethod
-    def build_from_config(config: dict[str, Any]) -> "ChromaEmbeddingFunction":
+    def build_from_config(config: dict[str, Any]) -> ChromaEmbeddingFunction:
         return ChromaEmbeddingFunction(model=str(config.get("model", DEFAULT_EMBEDDER)))
 
     def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:

@@ -20,9 +20,10 @@ import re
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from vision.errors import CorruptFileError, InputNotFoundError, UnsupportedFormatError
 
@@ -88,7 +89,7 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
         UnsupportedFormatError: a file has an unsupported extension.
     """
     files: list[Path] = []
-    for p in map(lambda x: Path(x).expanduser(), paths):
+    for p in (Path(x).expanduser() for x in paths):
         if not p.exists():
             raise InputNotFoundError(f"{p} does not exist; give existing files or folders to ingest")
         if p.is_dir():
@@ -107,7 +108,7 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------- loaders
 def _load_text(path: Path, license: str) -> Iterator[SourceDoc]:
     text = path.read_text(encoding="utf-8", errors="replace")
-    m = re.search(r"^#\s+(.+)$", text, flags=re.M)
+    m = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
     title = m.group(1).strip() if m else path.stem.replace("_", " ")
     base = _slug(path.stem)
     if _suffix(path) in (".md", ".markdown"):
@@ -248,40 +249,48 @@ def ingest_paths(store: KnowledgeStore, paths: Sequence[str | Path], *, progress
         on_batch: called as ``on_batch(chunks_in_batch, added)`` after each committed batch.
     """
     from langchain_text_splitters import RecursiveCharacterTextSplitter
-    from tqdm.auto import tqdm
 
     files = collect_files(paths)
     stats = IngestStats(files=len(files))
     splitter = RecursiveCharacterTextSplitter(chunk_size=store.chunk_size, chunk_overlap=store.chunk_overlap)
     t0 = time.perf_counter()
     for path in files:
-        origin = str(path.resolve())
-        total = count_documents(path)
-        if limit is not None:
-            total = min(total, limit) if total is not None else limit
-        bar = tqdm(total=total, desc=path.name, unit="doc", disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True)
-
-        def batch_done(n: int, added: int) -> None:
-            stats.chunks += n
-            stats.added += added
-            stats.skipped += n - added
-            bar.set_postfix(chunks=stats.chunks, added=stats.added, refresh=False)
-            if on_batch is not None:
-                on_batch(n, added)
-
-        def chunks() -> Iterable[Chunk]:
-            for j, doc in enumerate(load_documents(path, license, stats)):
-                if limit is not None and j >= limit:
-                    break
-                stats.documents += 1
-                yield from chunk_document(doc, origin, splitter)
-                bar.update(1)
-
-        try:
-            store.add_chunks(chunks(), batch_size=batch_size, on_batch=batch_done)
-        finally:
-            bar.close()
+        _ingest_file(store, path, stats, splitter, progress=progress, batch_size=batch_size, license=license,
+                     limit=limit, on_batch=on_batch)
     stats.seconds = time.perf_counter() - t0
     log.info("ingested %s", stats.to_dict())
     return stats
+
+
+def _ingest_file(store: KnowledgeStore, path: Path, stats: IngestStats, splitter: Any, *, progress: bool,
+                 batch_size: int, license: str, limit: int | None,
+                 on_batch: Callable[[int, int], None] | None) -> None:
+    """Stream one file's chunks into the store in committed batches, with a tqdm bar over its documents."""
+    from tqdm.auto import tqdm
+
+    origin = str(path.resolve())
+    total = count_documents(path)
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    bar = tqdm(total=total, desc=path.name, unit="doc", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def batch_done(n: int, added: int) -> None:
+        stats.chunks += n
+        stats.added += added
+        stats.skipped += n - added
+        bar.set_postfix(chunks=stats.chunks, added=stats.added, refresh=False)
+        if on_batch is not None:
+            on_batch(n, added)
+
+    def chunks() -> Iterator[Chunk]:
+        for j, doc in enumerate(load_documents(path, license, stats)):
+            if limit is not None and j >= limit:
+                break
+            stats.documents += 1
+            yield from chunk_document(doc, origin, splitter)
+            bar.update(1)
+
+    try:
+        store.add_chunks(chunks(), batch_size=batch_size, on_batch=batch_done)
+    finally:
+        bar.close()

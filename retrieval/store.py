@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from vision.errors import StoreError
@@ -37,11 +38,11 @@ _META_FIELDS = ("key", "title", "source", "section", "url", "license", "ingested
 
 def chunk_id(doc_key: str, text: str) -> str:
     """Content-hash id of a chunk: the same text of the same document always gets the same id (32 hex chars)."""
-    return hashlib.sha256(f"{doc_key}\x00{text}".encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(f"{doc_key}\x00{text}".encode()).hexdigest()[:32]
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
-    def to_citation(self, n: int) -> "Citation":
+    def to_citation(self, n: int) -> Citation:
         """This hit as the ``[n]`` entry of a report's or answer's reference list."""
         from chatapp.schema import Citation
 
@@ -130,7 +131,7 @@ class KnowledgeStore:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: "Config") -> "KnowledgeStore":
+    def from_config(cls, config: Config) -> KnowledgeStore:
         """Build from the ``retrieval`` config section: ``HttpClient`` when ``server_url`` is set, else a
         ``PersistentClient`` under ``config.data_dir / "chroma"``."""
         import chromadb
@@ -146,7 +147,7 @@ class KnowledgeStore:
             try:
                 client = chromadb.HttpClient(host=u.hostname, port=u.port or (443 if u.scheme == "https" else 8000),
                                              ssl=u.scheme == "https", settings=settings)
-            except Exception as e:  # chromadb raises plain exceptions when the server is down
+            except Exception as e:  # noqa: BLE001 - chromadb raises plain exceptions when the server is down
                 raise StoreError(f"cannot reach the Chroma server at {url} ({e}); start it with `chroma run --host "
                                  "127.0.0.1 --port PORT --path DIR` or unset retrieval.server_url") from None
         else:
@@ -319,6 +320,6 @@ class KnowledgeStore:
         """The same collection as a ``langchain_chroma.Chroma`` vector store (note: its scores are distances)."""
         from langchain_chroma import Chroma
 
-        self.collection  # create with our configuration first
+        _ = self.collection  # create it with our configuration first (cosine space, our embedding function)
         return Chroma(client=self.client, collection_name=self.collection_name,
                       embedding_function=self.embedder.langchain())
