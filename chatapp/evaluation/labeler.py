@@ -87,12 +87,12 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
     "Pleural effusion": [_rx(r"pleural (?:\w+ ){0,2}(?:effusion|fluid)", r"effusion", r"hydro ?(?:pneumo|pnomo)?thorax",
                              r"hemothorax", r"fluid (?:\w+ ){0,3}pleural", r"pleural space (?:\w+ ){0,3}fluid")],
     "Mosaic attenuation pattern": [_rx(r"mosaic")],
-    "Peribronchial thickening": [_rx(r"peribronchial (?:\w+ ){0,2}thicken", r"bronchial wall thicken",
-                                     r"thickening (?:of|in) the (?:peri)?bronch", r"peribronchial cuff",
-                                     r"thickened bronch", r"bronchial thickening", r"peribronchovascular (?:\w+ ){0,2}thicken",
-                                     r"peribronchial (?:interstitial )?thickening",
-                                     r"peribronchial thickness", r"increase\w* in (?:the )?peribronchial thickness",
-                                     r"peribronch\w* (?:\w+ ){0,2}density", r"density (?:\w+ ){0,6}peribronch")],
+    # "peribronchovascular" thickening/density is interstitial or airspace disease, not airway-wall thickening
+    "Peribronchial thickening": [_rx(r"peribronchial (?:\w+ ){0,3}thick", r"bronchial wall thicken",
+                                     r"thicken\w* (?:\w+ ){0,3}(?:of |in |along )?the (?:\w+ )?(?:peri)?bronch(?!ovasc)",
+                                     r"peribronchial cuff", r"thickened bronch", r"bronchial thickening",
+                                     r"thickness (?:\w+ ){0,3}peribronch(?!ovasc)", r"peribronchial sheath",
+                                     r"peribronchial (?:\w+ )?density", r"density (?:\w+ ){0,6}peribronch(?!ovasc)")],
     "Consolidation": [_rx(r"consolidat")],
     "Bronchiectasis": [_rx(r"bronchiecta", r"dilated bronch", r"bronchial dilat", r"dilatation of the bronch")],
     "Interlobular septal thickening": [_rx(r"septal thicken", r"thicken\w* (?:\w+ ){0,5}(?:interlobular )?sept", r"septal thickness",
@@ -129,7 +129,8 @@ _PLAQUE_TRIGGERS = ("atherom", "plaque", "calcif", "atheroscl")
 # and does not name the organ of the finding.
 _OTHER_ORGAN = r"liver|hepat|kidney|renal|spleen|splen|pancrea|vertebra|bone|osseous|fatty tissue|thyroid|adrenal|breast|muscle|subcutaneous|soft tissue|scapula|sternum|rib\b|bowel|gall"
 _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
-    "Pleural effusion": [(re.compile(r"pericard|perirenal|perihepatic|periton|ascit|joint|perisplenic", re.I),
+    "Pleural effusion": [(re.compile(r"pericard|perirenal|perinephric|perihepatic|periton|ascit|joint|perisplenic|"
+                                     r"subcapsular|spleen", re.I),
                           re.compile(r"pleura|hemithora|hydrothorax|thorax", re.I))],
     "Lung opacity": [(re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
                                  r"ground[ -]glass nodul|leukemic", re.I), None),
@@ -151,7 +152,7 @@ _NOT_VESSEL = _rx(r"pleura", r"valv", r"nodul", r"lymph", r"granulom", r"costal"
 _CORONARY_ARTERY = re.compile(r"coronary arter\w*|coronary vessels?", re.IGNORECASE)
 
 _NEG_PRE = _rx(r"no\b", r"not\b", r"without", r"absence of", r"free of", r"neither", r"nor\b", r"negative for",
-               r"no evidence of", r"nothing", r"none\b", r"resolved", r"regressed")
+               r"no evidence of", r"nothing", r"none\b")
 _NEG_POST = _rx(
     r"(?:was|were|is|are|has been|have been)? ?(?:not|never) (?:\w+ )?(?:observed|detected|seen|found|identified|"
     r"noted|present|visualized|evident|determined|monitored|shown|encountered|reached|reach)",
@@ -159,6 +160,8 @@ _NEG_POST = _rx(
     r"(?:show|showed|shows) (?:\w+ )?regression",
     r"(?:is|are|was|were) (?:within )?normal",
 )
+_GONE = _rx(r"(?:was|were|is|are) not (?:\w+ )?(?:detected|observed|seen) (?:\w+ )?in the (?:current|present|last|"
+            r"recent|control)", r"(?:has|have) (?:completely )?(?:regressed|resolved|disappeared)")
 _AFFIRM = _rx(r"observed", r"seen", r"detected", r"noted", r"present", r"identified", r"monitored", r"there (?:is|are)",
               r"evaluated", r"appear", r"considered", r"compatible", r"consistent", r"shows?", r"showed", r"contains?")
 _BREAK = re.compile(_AFFIRM.pattern + r"[^,;]*?(?:\band\b|,|;)|(?:,|\band\b)\s*(?:and )?there (?:is|are)",
@@ -205,7 +208,7 @@ def _negated(sentence: str, start: int, end: int) -> bool:
     m = _NEG_POST.search(after)
     if m and not _AFFIRM.search(after[:m.start()]):
         return True
-    return False
+    return bool(_GONE.search(after))
 
 
 def _uncertain(sentence: str, start: int, end: int) -> bool:
