@@ -91,9 +91,9 @@ def test_generated_sentences_of_the_phantom_generator():
     assert m.sentence.strip() == "A 8 mm solid nodule in the right upper lobe."
 
 
-# CV floor: the level reached when the test was written (mean over 5 folds 0.9415; fold 4, never inspected while
-# writing rules, 0.9286). The test fails if a change makes the labeler worse.
-CV_MEAN_FLOOR = 0.935
+# CV floor: the level reached when the test was written (mean over 5 folds 0.9436; fold 4, never inspected while
+# writing rules, 0.9260). The test fails if a change makes the labeler worse.
+CV_MEAN_FLOOR = 0.94
 CV_HELDOUT_FOLD_FLOOR = 0.92
 
 
