@@ -120,3 +120,16 @@ def test_evaluate_full_writes_json_and_html(tmp_path, capsys):
     assert set(d["regions"]["lung"]["nlg"]) == set(keys)
     assert "pairs" in capsys.readouterr().out
     assert "METEOR" in (out / "report.html").read_text()
+
+
+def test_evaluate_accepts_region_tables(tmp_path):
+    """A table with one column per region (e.g. the output of split-regions) is scored region by region as given."""
+    r = write_csv(tmp_path / "r.csv", REFS)
+    rr = tmp_path / "r_regions.csv"
+    assert main(["split-regions", str(r), "--out", str(rr)]) == 0
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(rr), "--ref", str(rr), "--out", str(out), "--no-nlg",
+                 "--bootstrap", "0"]) == 0
+    d = json.loads((out / "metrics.json").read_text())
+    assert d["n_pairs"] == 4 and d["ce"]["micro"]["f1"] == 1.0 and d["ce"]["crg"] == 1.0
+    assert d["regions"]["esophagus"]["n_pairs"] == 1 and d["regions"]["esophagus"]["ce"]["micro"]["f1"] == 1.0
