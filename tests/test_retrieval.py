@@ -224,3 +224,21 @@ def test_cli_ingest_user_errors(tmp_path, capsys):
     assert "supported" in capsys.readouterr().err
     assert main(base + ["ingest"]) == 2
     assert KNOWLEDGE_DIR.is_dir()
+
+
+def test_cli_ingest_then_delete(data_dir, tmp_path, capsys):
+    from chatapp.cli import main
+
+    base = ["--set", f"data_dir={data_dir}"]
+    doc = tmp_path / "local-note.md"
+    doc.write_text("# Local note\n\nOur department reports the azygos vein diameter on every chest CT.\n")
+    assert main(base + ["ingest", str(doc), "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == 1 and out["files"] == 1
+    assert main(base + ["ingest", str(doc), "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 0
+    assert main(base + ["kb", "search", "azygos vein diameter", "--k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["title"] == "Local note"
+    assert main(base + ["ingest", "--delete", str(doc), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deleted"] == {str(doc): 1}
