@@ -107,6 +107,10 @@ def test_loss_falls_on_phantoms(tmp_path, tiny_llm_dir):  # noqa: F811
     data = _ctrate_fixture(tmp_path, n=6)
     cfg = load_config(_write_config(tmp_path, data, steps=20, lr=3e-3, llm_dir=tiny_llm_dir))
     train(cfg, output_dir=tmp_path / "run", progress=False)
-    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 20
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 20
+    proto = [r["proto_loss"] for r in rows]
+    total = [r["loss"] for r in rows]
+    # the tiny LLM is random and frozen (its LM loss stays near ln(vocab)); the bridge + prototypes must learn
+    assert np.mean(proto[-5:]) < 0.8 * np.mean(proto[:5]), proto
+    assert np.mean(total[-5:]) < np.mean(total[:5]), total
