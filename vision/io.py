@@ -448,7 +448,14 @@ def _dicom(files: list[Path], spacing, keep_age_sex: bool, limits: IngestLimits,
 
     if len(files) > limits.max_files:
         raise GeometryError(f"{what}: {len(files)} files is over the limit {limits.max_files} (vision.max_files).")
-    s = read_series(files, keep_age_sex=keep_age_sex, max_voxels=limits.max_voxels, what=what)
+    try:
+        s = read_series(files, keep_age_sex=keep_age_sex, max_voxels=limits.max_voxels, what=what)
+    except CTScribeError:
+        raise
+    except (ValueError, TypeError, NotImplementedError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        # pydicom parses values lazily: a damaged element (unknown VR, a number that is not one) fails on access
+        raise CorruptFileError(f"{what}: a DICOM header is damaged ({type(e).__name__}: {str(e)[:120]}); re-export "
+                               "the series from the PACS or scanner.") from None
     raw = _Raw(s.array, s.affine, "dicom", s.metadata, s.source, s.warnings)
     return _finish(raw, spacing, limits, what=what)
 
