@@ -139,10 +139,16 @@ def test_fuzz_loaders_raw_bytes(kind, ops):
 @pytest.mark.parametrize("kind,ops", [
     ("nii", [("set", 311, b"\x00\x00\x00\x00Y")]),  # sform with an axis nibabel cannot name (was a TypeError)
     ("npz", [("insert", 4, b"\x00")]),  # damaged npz member (was zipfile.BadZipFile)
+    ("dcm", [("flip", 552, 0)]),  # unknown VR met on lazy element access (was NotImplementedError)
 ])
 def test_fuzz_regressions(kind, ops):
     name, data = seeds()[kind]
     _load(name, mutate(data, ops))
+
+
+def test_fuzz_regression_dicom_number_that_is_not_one():
+    """A DS value like '!.0' in one slice of a zip (was ValueError from float()); found by tools/fuzz_long.py."""
+    _load("study.zip", _zip_mutant([("flip", 792, 4)], 0))
 
 
 @FUZZ
@@ -157,6 +163,10 @@ def test_fuzz_nifti_header_inside_gzip(ops):
 @given(ops=st.lists(mutation, min_size=1, max_size=4), entry=st.integers(0, 5))
 def test_fuzz_dicom_inside_zip(ops, entry):
     """A valid zip whose DICOM slices are mutated (reaches pydicom and the series stacking)."""
+    _load("study.zip", _zip_mutant(ops, entry))
+
+
+def _zip_mutant(ops: list[tuple], entry: int) -> bytes:
     import io
 
     src = zipfile.ZipFile(io.BytesIO(seeds()["zip"][1]))
@@ -165,7 +175,7 @@ def test_fuzz_dicom_inside_zip(ops, entry):
         for i, info in enumerate(src.infolist()):
             data = src.read(info)
             dst.writestr(info.filename, mutate(data, ops) if i == entry % len(src.infolist()) else data)
-    _load("study.zip", buf.getvalue())
+    return buf.getvalue()
 
 
 @FUZZ
