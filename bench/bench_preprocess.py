@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ SIZE = (224, 224, 160)
 
 
 def _baseline(reader: str | None):
-    from monai.transforms import Compose, LoadImage, Orientation, ScaleIntensityRange, Spacing, ResizeWithPadOrCrop
+    from monai.transforms import Compose, LoadImage, Orientation, ResizeWithPadOrCrop, ScaleIntensityRange, Spacing
 
     return Compose([LoadImage(reader=reader, image_only=True, ensure_channel_first=True),
                     Orientation("RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))), Spacing(SPACING),
@@ -68,7 +67,7 @@ def run(quick: bool) -> BenchResult:
             def ours(p=path, pr=preset):
                 return preprocess(load_ct(p), pr).tensor
 
-            a, b = time_pair(ours, lambda p=path: base(str(p)), repeat=n, warmup=0 if quick else 1)
+            a, b = time_pair(ours, lambda p=path, f=base: f(str(p)), repeat=n, warmup=0 if quick else 1)
             same = preset == "merlin"
             res.rows.append(Row(
                 "load + preprocess", f"{label}, {preset} preset", "median s", a.median, b.median,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -22,10 +23,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -139,7 +141,7 @@ def machine_info() -> dict[str, Any]:
     """CPU, cores, memory, load, Python, package versions and git commit (the BENCHMARKS.md header)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+                                timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     return {
@@ -221,7 +223,7 @@ class BenchResult:
         return d
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "BenchResult":
+    def from_json(d: dict[str, Any]) -> BenchResult:
         rows = [Row(**{k: v for k, v in r.items() if k != "ratio"}) for r in d.get("rows", [])]
         series = {k: Series(**v) for k, v in d.get("series", {}).items()}
         return BenchResult(name=d["name"], rows=rows, series=series, details=list(d.get("details", [])),
@@ -233,7 +235,7 @@ def fmt(v: float | None, digits: int = 3) -> str:
     """Compact number: 3 significant digits, '-' for None."""
     if v is None:
         return "-"
-    if v != v:  # NaN
+    if math.isnan(v):
         return "nan"
     if abs(v) >= 100:
         return f"{v:.0f}"
