@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import REPO, BenchResult, Series, env_offline, fmt, machine_info
 
-STAGES = ("preprocess", "anatomy", "scaling", "retrieval", "evaluation", "encoder", "llm", "e2e")
+STAGES = ("preprocess", "anatomy", "scaling", "retrieval", "evaluation", "llm", "e2e", "serve")
 TIMEOUT_S = {"quick": 300, "full": 1800}
 
 
