@@ -114,3 +114,68 @@ def test_cross_validated_accuracy_and_speed():
     label_reports(texts)
     rate = len(texts) / (time.process_time() - t0)
     assert rate >= 400, f"{rate:.0f} reports/s (CPU time)"  # measured ~750/s; floor leaves room for slow CI CPUs
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Every sentence the project itself writes (chatapp.report / chatapp.prompts / vision.phantom_templates) must get
+# exactly its own finding: CE metrics of ctscribe's reports go through this labeler.
+_FIELDS = dict(ctr=0.55, vessel_list="LAD, RCA", article="A", diameter_mm=16, count_phrase="Two lymph nodes",
+               short_axis_mm=14, side_phrase="in both lungs", laa950_percent=11.3, side="right",
+               location="right upper lobe", side_cap="Bilateral", max_depth_mm=20, lumen_diameter_mm=9,
+               thickness_mm=8, type="pacemaker", plural="s", nodule_summary="16 mm, right upper lobe")
+
+# the f-string wordings of chatapp.report.finding_sentences, filled in
+_REPORT_ENGINE = [
+    ("Emphysema, with 11.3% of lung volume below -950 HU (LAA-950).", "Emphysema"),
+    ("A 16 mm nodule in the right middle lobe.", "Lung nodule"),
+    ("An 8 mm nodule in the left lower lobe.", "Lung nodule"),
+    ("3 further smaller nodules measure 4 to 6 mm.", "Lung nodule"),
+    ("Bilateral pleural effusion, about 250 mL on the right and 120 mL on the left.", "Pleural effusion"),
+    ("Pleural effusion on the left, about 90 mL.", "Pleural effusion"),
+    ("Pericardial fluid collection, about 40 mL.", "Pericardial effusion"),
+    ("Cardiomegaly, with a cardiothoracic ratio of 0.51.", "Cardiomegaly"),
+    ("Coronary artery wall calcification (approximate calcium score 63).", "Coronary artery wall calcification"),
+    ("Arterial wall calcification of the aorta (approximate calcium score 120).", "Arterial wall calcification"),
+    ("Medical material is present.", "Medical material"),
+    ("Pericardial and pleural effusions.", "Pericardial effusion|Pleural effusion"),
+]
+_REPORT_ENGINE_NEUTRAL = [
+    "Lung volumes are 2500 mL on the right and 2300 mL on the left.", "Mean lung density is -850 HU.",
+    "The trachea measures 18 mm in diameter.", "The maximal thoracic aortic diameter is 42 mm, dilated.",
+    "The maximal thoracic aortic diameter is 32 mm, within normal limits.", "Heart volume is 650 mL.",
+    "No finding could be assessed on this scan (model and measurements unavailable).", "No pleural abnormality is seen.",
+    "No pericardial or pleural effusion.", "Pericardial effusion-thickening was not observed.",
+]
+
+
+def _generated_sentences() -> list[tuple[str, set[str]]]:
+    from chatapp import prompts
+    from vision import phantom_templates as pt
+    from vision.registry import FINDINGS, REGION_KEYS
+
+    out: list[tuple[str, set[str]]] = [(s, set(e.split("|"))) for s, e in _REPORT_ENGINE]
+    out += [(s, set()) for s in _REPORT_ENGINE_NEUTRAL]
+    for f in FINDINGS:
+        out.append((prompts.MODEL_FINDING_TEXT[f.name], {f.name}))
+        out += [(t.format(**_FIELDS), {f.name}) for k, t in pt.POSITIVE.items() if k.split(":")[0] == f.key]
+        out.append((pt.IMPRESSION[f.key].format(**_FIELDS), {f.name}))
+    normals = [*pt.REGION_NORMAL.values(), *pt.NEGATIVES.values(), pt.IMPRESSION_NORMAL,
+               *prompts.NO_FINDINGS_IMPRESSION, *(x for v in prompts.NORMAL_STATEMENTS.values() for x in v)]
+    for r in REGION_KEYS:
+        normals += [prompts.absent_region_text(r), prompts.unassessed_region_text(r),
+                    prompts.not_assessed_text(r, "model and measurements unavailable")]
+    return out + [(s, set()) for s in normals]
+
+
+def test_every_generated_sentence_gets_exactly_its_finding():
+    cases = _generated_sentences()
+    assert len(cases) > 90  # the tables are all there
+    wrong = [(s, positives(s), want) for s, want in cases if positives(s) != want]
+    assert not wrong, wrong
+
+
+def test_pleural_effusion_pattern_does_not_fire_on_pericardial_effusion():
+    assert positives("Pericardial effusion.") == {"Pericardial effusion"}
+    assert positives("Minimal effusion in the pericardial space.") == {"Pericardial effusion"}
+    assert positives("Pericardial effusion and bilateral pleural effusion.") == {"Pericardial effusion",
+                                                                                 "Pleural effusion"}

@@ -285,3 +285,11 @@ def test_router_on_ctrate_reports():
     assert routed / n >= 0.85
     assert used == set(REGION_KEYS) - {"breast"} or used == set(REGION_KEYS)
     assert 0.03 <= multi / n <= 0.30
+
+
+def test_pericardial_and_pleural_effusions_go_to_heart_and_pleura():
+    from chatapp.evaluation.router import route_sentence
+
+    assert route_sentence("Pericardial and pleural effusions.") == ["heart", "pleura"]
+    assert route_sentence("Pericardial effusion.") == ["heart"]
+    assert route_sentence("No pericardial or pleural effusion.") == ["heart", "pleura"]

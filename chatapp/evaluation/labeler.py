@@ -49,7 +49,7 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
         r"electrodes?\b", r"leads?\b(?= of| extending| of the)", r"screws?\b", r"(?:fixation|metal(?:lic)?) (?:plates?|materials?|implants?|devices?)",
         r"drains?\b", r"coils?\b", r"embolization material", r"defibrillator", r"icd\b",
         r"(?:endo)?graft\b", r"cardiac device", r"tracheostomy", r"osteosynthesis", r"staples?\b",
-        r"orthopedic material", r"surgical material", r"(?:breast|silicone|mammary|intrapectoral) (?:\w+ )?implants?", r"expander", r"reservoir",
+        r"orthopedic material", r"surgical material", r"medical materials?", r"(?:breast|silicone|mammary|intrapectoral) (?:\w+ )?implants?", r"expander", r"reservoir",
     )],
     "Arterial wall calcification": [],  # context rule in _plaques()
     "Cardiomegaly": [_rx(
@@ -65,6 +65,7 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
         r"fluid in the pericard", r"pericardial (?:space|recess)\w* (?:\w+ )?fluid", r"pericardial [\w-]*effusion",
         r"pericardial (?:minimal |mild |slight )?(?:effusion|fluid)", r"hydropericard",
         r"(?:effusion|fluid) (?:\w+ ){0,8}(?:in|of) the (?:\w+ ){0,3}pericardi(?:al|um)",
+        r"pericardial (?:and|or|,) (?:\w+ ){0,2}(?:effusion|fluid)",  # "pericardial and pleural effusions"
     )],
     "Coronary artery wall calcification": [],  # context rule in _plaques()
     "Hiatal hernia": [_rx(r"hiatal? hernia", r"hiatus hernia", r"hernia (?:\w+ ){0,3}hiat", r"hiatal", r"hiatus")],

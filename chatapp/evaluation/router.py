@@ -24,7 +24,7 @@ _CLAIMS: list[tuple[re.Pattern, str | None]] = [
     (_rx(r"air bronchograms?"), "lung"),
     (_rx(r"peribronchovascular", r"bronchovascular"), "lung"),
     (_rx(r"(?:effusion|fluid)[\w -]{0,30}pericardi\w*"), "heart"),
-    (_rx(r"pericardi\w*(?:[ -]\w+){0,3}"), "heart"),
+    (_rx(r"pericardi\w*(?:[ -](?!and\b|or\b)\w+){0,3}"), "heart"),  # not across "pericardial and pleural"
     (_rx(r"(?:aortic|mitral|tricuspid|pulmonary) valves?"), "heart"),
     (_rx(r"pulmonary arter\w*", r"pulmonary trunk", r"pulmonary veins?"), "mediastinum"),
     (_rx(r"(?:hilar|hilum|hila|paratracheal|subcarinal|prevascular|aortopulmonary|mediastinal)[\w -]{0,40}?"
