@@ -276,7 +276,7 @@ def _nifti(p: Path, limits: IngestLimits) -> _Raw:
             raw = _read_gz_voxels(p, dataobj.dtype, int(dataobj.offset), img.shape)
         else:
             raw = np.asanyarray(dataobj.get_unscaled())
-    except (EOFError, OSError, zlib.error, ValueError) as e:
+    except (EOFError, OSError, zlib.error, ValueError, OverflowError) as e:  # OverflowError: absurd vox_offset
         raise CorruptFileError(f"{p.name} is truncated or damaged ({type(e).__name__}: {e}); re-copy or re-export "
                                "the file.") from None
     raw = raw.reshape(shape, order="F")
