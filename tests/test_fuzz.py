@@ -146,6 +146,11 @@ def test_fuzz_regressions(kind, ops):
     _load(name, mutate(data, ops))
 
 
+def test_fuzz_regression_absurd_vox_offset_in_gzip():
+    """vox_offset overwritten with a huge float (was OverflowError in zlib); found by tools/fuzz_long.py."""
+    _load("scan.nii.gz", gzip.compress(mutate(seeds()["nii"][1], [("set", 111, b"_")]), compresslevel=1))
+
+
 def test_fuzz_regression_dicom_number_that_is_not_one():
     """A DS value like '!.0' in one slice of a zip (was ValueError from float()); found by tools/fuzz_long.py."""
     _load("study.zip", _zip_mutant([("flip", 792, 4)], 0))
