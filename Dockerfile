@@ -1,4 +1,7 @@
-# ctscribe CPU image: `docker build -t ctscribe . && docker run -p 127.0.0.1:7860:7860 ctscribe`
+# ctscribe CPU image:
+#   docker build -t ctscribe .
+#   docker run -e CTSCRIBE_AUTH=user:password -p 127.0.0.1:7860:7860 ctscribe
+# Inside the container the app listens on 0.0.0.0, so `ctscribe serve` requires credentials (CTSCRIBE_AUTH).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -30,10 +33,10 @@ COPY chatapp ./chatapp
 COPY configs ./configs
 RUN pip install --no-deps .
 
-USER ctscribe
+USER 1000:1000
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:7860/ >/dev/null || exit 1
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:7860/"]
 # Inside the container the app must listen on all interfaces; publish the port on the host's loopback only
 # (see the build comment) or configure app.auth.
 ENTRYPOINT ["ctscribe"]

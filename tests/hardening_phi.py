@@ -21,7 +21,7 @@ DATE = "19230417"  # every date (and its ISO spelling)
 UID = "31337271828"  # inside every UID
 AGE = "091Y"  # an age over 89 is itself an identifier
 MARKERS = (TEXT, DATE, "1923-04-17", UID, AGE)
-DESC = "QXDESCR"  # SeriesDescription, the one free-text tag ctscribe reads (kept to explain the series choice)
+DESC = "QXDESCR"  # SeriesDescription, the one free-text tag ctscribe reads (never kept: free text)
 
 
 def phi_tags() -> dict[str, object]:

@@ -116,8 +116,6 @@ def test_app_and_api_hold_no_phi_with_the_knowledge_store(phi_series, tmp_path, 
     assert not session.dir.exists()  # the uploaded copies go with the session
 
 
-@pytest.mark.xfail(strict=True, reason="vision.dicom keeps the free-text SeriesDescription in metadata/source "
-                   "(shown by `ctscribe inspect`); DICOM PS3.15 removes or cleans it. Reported to the lead.")
 def test_series_description_free_text_is_not_kept(phi_series):
     from vision.io import load_ct
 

@@ -129,7 +129,8 @@ def test_most_slices_ct_series_is_chosen_and_said(tmp_path):
                           modality="MR", series_uid="1.2.3.3", intercept=0.0)
     vol = load_ct(d)
     assert vol.shape[2] == 9
-    assert vol.source["series"]["description"] == "thin"
+    assert vol.source["series"]["n_slices"] == 9
+    assert "description" not in vol.source["series"]  # free text, may carry PHI (DICOM PS3.15)
     assert "most slices among 2 CT series" in vol.source["series_reason"]
     assert any("several CT series" in w for w in vol.warnings)
     assert len(vol.source["candidates"]) == 3

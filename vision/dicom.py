@@ -108,7 +108,7 @@ def read_series(files: Sequence[Path], *, keep_age_sex: bool = False, max_voxels
         ds0 = items[0][1]
         images = [it for it in items if _has_pixels(it[1]) and not _is_localizer(it[1])]
         summary.append({"key": key, "modality": str(ds0.get("Modality", "?")), "n_files": len(items),
-                        "n_slices": len(images), "description": str(ds0.get("SeriesDescription", "") or ""),
+                        "n_slices": len(images),  # SeriesDescription is free text (may hold PHI): never kept
                         "number": ds0.get("SeriesNumber")})
     ct = [s for s in summary if s["modality"].upper() == "CT"]
     if not ct:
@@ -124,16 +124,16 @@ def read_series(files: Sequence[Path], *, keep_age_sex: bool = False, max_voxels
     if len(ct_with_px) == 1:
         reason = "the only CT series with images"
     else:
-        others = "; ".join(f"{s['description'] or 'no description'} ({s['n_slices']} slices)" for s in ct_with_px[1:])
+        others = "; ".join(f"{_series_name(s)} ({s['n_slices']} slices)" for s in ct_with_px[1:])
         reason = f"most slices among {len(ct_with_px)} CT series (others: {others})"
-        warnings.append(f"several CT series found; using '{chosen['description']}' with {chosen['n_slices']} slices "
+        warnings.append(f"several CT series found; using {_series_name(chosen)} with {chosen['n_slices']} slices "
                         f"({reason})")
     items = [it for it in groups[chosen["key"]] if _has_pixels(it[1]) and not _is_localizer(it[1])]
     source = {"format": "dicom", "n_files": len(files), "n_series": len(summary),
               "series": {"number": None if chosen["number"] is None else int(chosen["number"]),
-                         "description": chosen["description"], "modality": "CT", "n_slices": chosen["n_slices"]},
+                         "modality": "CT", "n_slices": chosen["n_slices"]},
               "series_reason": reason,
-              "candidates": [{k: s[k] for k in ("modality", "description", "n_slices")} for s in summary]}
+              "candidates": [{k: s[k] for k in ("modality", "number", "n_slices")} for s in summary]}
     array, affine, geo_warn = _stack(items, max_voxels=max_voxels, what=what)
     warnings += geo_warn
     source["n_slices"] = int(array.shape[2])
@@ -249,9 +249,14 @@ def _stack(items: list[tuple[Path, Any]], *, max_voxels: int | None, what: str
     return array, affine, warnings
 
 
+def _series_name(s: dict) -> str:
+    """A PHI-free name for a series: its number (SeriesDescription is free text and is never shown or kept)."""
+    return f"series {s['number']}" if s.get("number") is not None else "an unnumbered series"
+
+
 _META_TAGS = {  # DICOM keyword → metadata key; nothing here identifies a person, a place or a date
     "Modality": "modality", "Manufacturer": "manufacturer", "ManufacturerModelName": "model", "KVP": "kvp",
-    "SliceThickness": "slice_thickness", "ConvolutionKernel": "kernel", "SeriesDescription": "series_description",
+    "SliceThickness": "slice_thickness", "ConvolutionKernel": "kernel",
     "BodyPartExamined": "body_part", "PhotometricInterpretation": "photometric", "ContrastBolusAgent": "contrast_agent",
 }
 
