@@ -13,6 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     ANONYMIZED_TELEMETRY=False \
     TOKENIZERS_PARALLELISM=false \
+    CTSCRIBE_CONFIG_DIR=/app/configs \
     CTSCRIBE_HOME=/home/ctscribe/.cache/ctscribe
 
 # Java runs METEOR 1.5 and the PTB tokenizer for `ctscribe evaluate`.

@@ -18,7 +18,18 @@ import yaml
 
 from vision.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """configs/ beside the packages (source checkout, editable install), else $CTSCRIBE_CONFIG_DIR, else ./configs."""
+    env = os.environ.get("CTSCRIBE_CONFIG_DIR")
+    candidates = ([Path(env)] if env else []) + [Path(__file__).resolve().parent.parent / "configs",
+                                                  Path.cwd() / "configs"]
+    for c in candidates:
+        if (c / "default.yaml").exists():
+            return c
+    return candidates[0]
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
