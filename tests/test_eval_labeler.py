@@ -91,10 +91,10 @@ def test_generated_sentences_of_the_phantom_generator():
     assert m.sentence.strip() == "A 8 mm solid nodule in the right upper lobe."
 
 
-# CV floor: the level reached when the test was written (mean over 5 folds 0.9436; fold 4, never inspected while
-# writing rules, 0.9260). The test fails if a change makes the labeler worse.
-CV_MEAN_FLOOR = 0.94
-CV_HELDOUT_FOLD_FLOOR = 0.92
+# CV floor: the level reached (issue 3 follow-up): mean over 5 folds 0.9483; fold 4, never inspected by anyone
+# while writing rules, 0.9339 (was 0.9260). The test fails if a change makes the labeler worse.
+CV_MEAN_FLOOR = 0.945
+CV_HELDOUT_FOLD_FLOOR = 0.93
 
 
 @pytest.mark.data
@@ -179,3 +179,26 @@ def test_pleural_effusion_pattern_does_not_fire_on_pericardial_effusion():
     assert positives("Minimal effusion in the pericardial space.") == {"Pericardial effusion"}
     assert positives("Pericardial effusion and bilateral pleural effusion.") == {"Pericardial effusion",
                                                                                  "Pleural effusion"}
+
+
+@pytest.mark.parametrize("text,finding,want", [
+    # CT-RATE labels any described mediastinal node: size qualifiers are not negations of the node
+    ("Lymph nodes that did not reach pathological dimensions were observed in the paratracheal area.",
+     "Lymphadenopathy", True),
+    ("Lymph nodes that are not pathological in size and appearance are observed in the mediastinum.",
+     "Lymphadenopathy", True),
+    ("Right upper paratracheal millimetric lymph node is observed.", "Lymphadenopathy", True),
+    ("No lymph node reaching mediastinal pathological dimension was detected.", "Lymphadenopathy", False),
+    ("In mediastinal lymph node stations, no lymph node is observed in pathological size.", "Lymphadenopathy", False),
+    ("Nodules of 3 mm on the major fissure (intrapulmonary lymph node?).", "Lymphadenopathy", False),
+    ("Thickening of the peribronchovascular sheath is observed in the lower zones.", "Peribronchial thickening", True),
+    ("Thickening of the peribronchovascular interstitium in the left lower lobe.", "Peribronchial thickening", False),
+    ("An effusion of approximately 17 mm was observed in the deepest part of the pericardial area.",
+     "Pericardial effusion", True),
+    ("Prominence was observed in the bilateral interlobular septa.", "Interlobular septal thickening", True),
+    ("Intra- and interseptal thickening in the upper lobes.", "Interlobular septal thickening", True),
+    ("The jugular catheter, which was observed in the previous examination, was removed.", "Medical material", False),
+    ("A stable lesion in the left breast (fibroadenoma?).", "Pulmonary fibrotic sequela", False),
+])
+def test_ctrate_labelling_conventions(text, finding, want):
+    assert (finding in positives(text)) is want

@@ -66,11 +66,16 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
         r"pericardial (?:minimal |mild |slight )?(?:effusion|fluid)", r"hydropericard",
         r"(?:effusion|fluid) (?:\w+ ){0,8}(?:in|of) the (?:\w+ ){0,3}pericardi(?:al|um)",
         r"pericardial (?:and|or|,) (?:\w+ ){0,2}(?:effusion|fluid)",  # "pericardial and pleural effusions"
+        # "an effusion of 17 mm ... in the deepest part of the pericardial area" (no other organ, comma or negation between)
+        r"(?:effusion|fluid)\b(?:(?!\bno\b|\bnot\b|\bwithout\b|pleura|hemithora)[^.;,]){0,100}?\bpericardial "
+        r"(?:area|space|cavity|recess)",
     )],
     "Coronary artery wall calcification": [],  # context rule in _plaques()
     "Hiatal hernia": [_rx(r"hiatal? hernia", r"hiatus hernia", r"hernia (?:\w+ ){0,3}hiat", r"hiatal", r"hiatus")],
     # CT-RATE radiologists label any described lymph node (even sub-centimetric) as positive; "no ... lymph node" is 0
-    "Lymphadenopathy": [_rx(r"lymphadenopath", r"adenopath", r"laps?\b", r"lymph ?nodes?", r"lymph node\w*",
+    # ("lymph node stations" names the place, not a node)
+    "Lymphadenopathy": [_rx(r"lymphadenopath", r"adenopath", r"laps?\b", r"lymph ?nodes?(?! station)",
+                            r"lymph node\w*(?! station)",
                             r"conglomerat\w* (?:\w+ ){0,2}nodes?")],
     "Emphysema": [_rx(r"emphysem", r"bullae?\b", r"bullous", r"blebs?\b")],
     "Atelectasis": [_rx(r"(?<!fibro)(?<!fibro-)atelecta", r"hypoventilat", r"collapsed? (?:lung|lobe|segment)",
@@ -88,17 +93,23 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
     "Pleural effusion": [_rx(r"pleural (?:\w+ ){0,2}(?:effusion|fluid)", r"effusion", r"hydro ?(?:pneumo|pnomo)?thorax",
                              r"hemothorax", r"fluid (?:\w+ ){0,3}pleural", r"pleural space (?:\w+ ){0,3}fluid")],
     "Mosaic attenuation pattern": [_rx(r"mosaic")],
-    # "peribronchovascular" thickening/density is interstitial or airspace disease, not airway-wall thickening
+    # "peribronchovascular" density is airspace disease, and thickening of the peribronchovascular *interstitium*
+    # is interstitial; thickening/thickness of the peribronchovascular sheath/bundle is labelled peribronchial
     "Peribronchial thickening": [_rx(r"peribronchial (?:\w+ ){0,3}thick", r"bronchial wall thicken",
                                      r"thicken\w* (?:\w+ ){0,3}(?:of |in |along )?the (?:\w+ )?(?:peri)?bronch(?!ovasc)",
                                      r"peribronchial cuff", r"thickened bronch", r"bronchial thickening",
                                      r"thickness (?:\w+ ){0,3}peribronch(?!ovasc)", r"peribronchial sheath",
-                                     r"peribronchial (?:\w+ )?density", r"density (?:\w+ ){0,6}peribronch(?!ovasc)")],
+                                     r"peribronchial (?:\w+ )?density", r"density (?:\w+ ){0,6}peribronch(?!ovasc)",
+                                     r"(?:thicken\w*|thickness) (?:\w+ ){0,3}peribronchovascular (?!interstiti)",
+                                     r"peribronchovascular (?:sheath |bundle )?(?:thicken|thickness)")],
     "Consolidation": [_rx(r"consolidat")],
     "Bronchiectasis": [_rx(r"bronchiecta", r"dilated bronch", r"bronchial dilat", r"dilatation of the bronch")],
     "Interlobular septal thickening": [_rx(r"septal thicken", r"thicken\w* (?:\w+ ){0,5}(?:interlobular )?sept", r"septal thickness",
                                            r"sept\w* (?:\w+ ){0,2}thickness",
-                                           r"interlobular sept\w* (?:\w+ ){0,2}thicken", r"septal (?:\w+ ){0,2}thicken")],
+                                           r"interlobular sept\w* (?:\w+ ){0,2}thicken", r"septal (?:\w+ ){0,2}thicken",
+                                           # any described interlobular septa ("prominence in the interlobular
+                                           # septa", "septal clarifications") and "intra- and interseptal thickening"
+                                           r"interlobular septa", r"interseptal thicken")],
 }
 
 # Cheap substring triggers (lower case): a finding's regexes only run on sentences that contain one of these.
@@ -139,9 +150,16 @@ _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
                                 r"nodular (?:thickening|calcif)|lymph node", re.I),
                      re.compile(r"\blungs?\b|pulmonary|parenchym", re.I))],
-    "Pulmonary fibrotic sequela": [(re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.I),
+    "Pulmonary fibrotic sequela": [(re.compile(r"fibroadenom|fibroid|fibrous dysplasia", re.I), None),
+                                   (re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.I),
                                     re.compile(r"\blungs?\b|pulmonary|\blobe|pleur|parenchym", re.I))],
     "Medical material": [(re.compile(r"omental|periton|metasta|suture compression", re.I), None)],
+    # an "(intrapulmonary lymph node?)" is a lung nodule; "(lymph node?)" in the spleen hilum/abdomen/breast is not
+    # thoracic lymphadenopathy
+    "Lymphadenopathy": [(re.compile(r"intrapulmonary lymph|intraparenchymal lymph|perifissural lymph", re.I), None),
+                        (re.compile(r"spleen|splenic|breast|abdom|inguinal|mesenter|periton", re.I),
+                         re.compile(r"mediastin|paratracheal|subcarinal|prevascular|aortopulmonary|axill|"
+                                    r"supraclavicular", re.I))],
 }
 
 _PLAQUE = _rx(r"atherom", r"plaques?\b", r"calcif", r"atheroscleros", r"atherosclerotic")
@@ -163,6 +181,9 @@ _NEG_POST = _rx(
 )
 _GONE = _rx(r"(?:was|were|is|are) not (?:\w+ )?(?:detected|observed|seen) (?:\w+ )?in the (?:current|present|last|"
             r"recent|control)", r"(?:has|have) (?:completely )?(?:regressed|resolved|disappeared)")
+# "the catheter, which was observed in the previous examination, was removed": the relative clause is skipped
+_REMOVED_AFTER_WHICH = re.compile(r"^[^.;]*?\bwhich\b[^.;]*?,\s*(?:was|were|has been|have been) (?:removed|extracted|"
+                                  r"not (?:observed|detected|seen))", re.IGNORECASE)
 _AFFIRM = _rx(r"observed", r"seen", r"detected", r"noted", r"present", r"identified", r"monitored", r"there (?:is|are)",
               r"evaluated", r"appear", r"considered", r"compatible", r"consistent", r"shows?", r"showed", r"contains?")
 _BREAK = re.compile(_AFFIRM.pattern + r"[^,;]*?(?:\band\b|,|;)|(?:,|\band\b)\s*(?:and )?there (?:is|are)",
@@ -199,6 +220,21 @@ def _clause_bounds(sentence: str, start: int, end: int, splitter: re.Pattern = _
     return lo, hi
 
 
+# CT-RATE labels any described mediastinal lymph node as lymphadenopathy, also "lymph nodes that did not reach
+# pathological dimensions were observed": these size qualifiers are not negations of the node itself ...
+_NODE_SIZE_QUALIFIER = re.compile(
+    r"(?:(?:that|which) )?(?:did|do|does|that do|were|was|are|is)? ?not (?:reach\w*|in|of)? ?(?:\w+ ){0,2}?"
+    r"(?:pathologic(?:al)?|significant) (?:\w+ )?(?:size|dimensions?|sizes)(?: and (?:appearance|configuration))?|"
+    r"not reaching (?:\w+ )?(?:pathologic(?:al)?|significant) (?:\w+ )?(?:size|dimensions?)", re.IGNORECASE)
+# (also "millimetric"/"small" nodes: mostly labelled 1, the few 0s are not a wording rule)
+
+
+def _node_negated(sentence: str, start: int, end: int) -> bool:
+    rest = _NODE_SIZE_QUALIFIER.sub(" ", sentence[end:])
+    cut = len(sentence) - len(rest)
+    return _negated(sentence[:start] + sentence[start:end] + rest, start, end) if cut else _negated(sentence, start, end)
+
+
 def _negated(sentence: str, start: int, end: int) -> bool:
     lo, hi = _clause_bounds(sentence, start, end, _STRONG_SPLIT)
     before, after = sentence[lo:start], sentence[end:hi]
@@ -209,7 +245,7 @@ def _negated(sentence: str, start: int, end: int) -> bool:
     m = _NEG_POST.search(after)
     if m and not _AFFIRM.search(after[:m.start()]):
         return True
-    return bool(_GONE.search(after))
+    return bool(_GONE.search(after)) or bool(_REMOVED_AFTER_WHICH.search(sentence[end:]))
 
 
 def _uncertain(sentence: str, start: int, end: int) -> bool:
@@ -270,7 +306,8 @@ def find_mentions(text: str) -> list[Mention]:
             if s < last_end.get(name, -1):
                 continue  # overlaps a mention of the same finding (two patterns matched the same words)
             last_end[name] = e
-            out.append(Mention(name, sent, _negated(sent, s, e), _uncertain(sent, s, e), (offset + s, offset + e)))
+            neg = _node_negated(sent, s, e) if name == "Lymphadenopathy" else _negated(sent, s, e)
+            out.append(Mention(name, sent, neg, _uncertain(sent, s, e), (offset + s, offset + e)))
     return out
 
 
