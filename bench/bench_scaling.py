@@ -41,6 +41,7 @@ def run(quick: bool) -> BenchResult:
     src = load_ct(TCIA_NIFTI)
     arr = np.asarray(src.array, dtype=np.float32)
     sizes = SIZES[:2] if quick else SIZES
+    preprocess(src, "astra")  # warm-up: MONAI/torch first-call costs must not land on the first size
     xs, t_load, t_pre, t_anat, t_total = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         for shape in sizes:
