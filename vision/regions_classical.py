@@ -106,6 +106,48 @@ def find_airway(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, dict]
     return airway, info
 
 
+GAS_HU = -960.0  # pure gas (stomach, bowel, bullae) vs aerated lung (~-850; -900 at most in healthy lung)
+GAS_MAX_LUNG_CONTACT = 0.4  # share of a gas pocket's surface touching aerated lung: bullae ~0.8-1, stomach ~0.25
+
+
+def subphrenic_gas(hu: np.ndarray, lungs: np.ndarray, sp) -> np.ndarray:
+    """Stomach/bowel gas that touches the lung base (no visible diaphragm between them) as a bool mask.
+
+    A gas pocket is a component of pure gas (HU < ``GAS_HU``, opened by 2 mm) inside the air mask. It is
+    sub-phrenic when it lies in the lower 40% of the air mask's height and less than ``GAS_MAX_LUNG_CONTACT`` of its
+    surface touches aerated lung (the rest is stomach wall, fluid or the diaphragm). Emphysematous bullae and
+    low-attenuation lung are mostly surrounded by lung and are kept. The pocket is grown by 2 voxels into gas-dense
+    voxels (HU < -900) to take back the rim the opening removed.
+    """
+    bb = ops.bbox(lungs, margin=1)
+    out = np.zeros_like(lungs)
+    sub, h = lungs[bb], hu[bb]
+    gas = sub & (h < GAS_HU)
+    gas = ndi.binary_opening(gas, structure=ops.ball(2.0, sp))
+    lab, sizes = ops.components(gas)
+    big = np.flatnonzero(sizes * float(np.prod(sp)) / 1000.0 >= 2.0)
+    if big.size == 0:
+        return out
+    zl = np.flatnonzero(sub.any(axis=(0, 1)))
+    z_cut = zl[0] + 0.4 * (zl[-1] - zl[0])
+    lung_only = sub & ~gas
+    objs = ndi.find_objects(lab)
+    hit = np.zeros(sizes.size, bool)
+    for i in big:
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in objs[i - 1])
+        c = lab[sl] == i
+        if ndi.center_of_mass(c)[2] + sl[2].start > z_cut:
+            continue
+        shell = ndi.binary_dilation(c) & ~c
+        hit[i] = (shell & lung_only[sl]).sum() < GAS_MAX_LUNG_CONTACT * shell.sum()
+    if not hit.any():
+        return out
+    pocket = hit[lab]
+    pocket = ndi.binary_dilation(pocket, iterations=2, mask=sub & (h < -900.0))
+    out[bb] = pocket
+    return out
+
+
 def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_is_plus_x: bool):
     """Left/right lungs: large air components inside the body minus the airway, split into two sides.
 
@@ -135,6 +177,7 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
     empty = np.zeros_like(lungs)
     if not lungs.any():
         return empty, empty, empty
+    lungs &= ~subphrenic_gas(hu, lungs, sp)
     # split into two sides: components first, erosion if they touch, nearest-seed propagation back
     full_shape, bbl = lungs.shape, ops.bbox(lungs, margin=1)
     lungs = lungs[bbl]  # work inside the lungs' bounding box (erosions and the seed transform are costly)
@@ -185,6 +228,16 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
         # in axial slices: drop added pieces larger than ~25 mL (a 30 mm nodule is 14 mL)
         add_lab, add_sizes = ops.components(sub & ~m[bb])
         big = add_sizes * float(np.prod(sp)) / 1000.0 > 25.0
+        # dome contents (spleen, stomach, fat under the dome ringed by lung) sit on abdominal tissue: most of a
+        # piece's lower face rests on non-lung voxels; a vessel or nodule rests on lung
+        add = add_lab > 0
+        bottom = add.copy()
+        bottom[:, :, 1:] &= ~add[:, :, :-1]
+        on_tissue = bottom.copy()
+        on_tissue[:, :, 1:] &= ~m[bb][:, :, :-1]
+        n_bot = np.bincount(add_lab[bottom], minlength=add_sizes.size)
+        n_tis = np.bincount(add_lab[on_tissue], minlength=add_sizes.size)
+        big |= n_tis > 0.5 * np.maximum(n_bot, 1)
         big[0] = False
         sub &= ~big[add_lab]
         out = np.zeros_like(m)
@@ -336,6 +389,31 @@ def find_descending_aorta(hu: np.ndarray, body: np.ndarray, bone: np.ndarray, lu
     return out, radius
 
 
+HEART_OPEN_MM = 10.0  # opening radius that cuts the great vessels (aortic root r ~15 mm) off the heart
+HEART_OPEN_2D_MM = 14.0  # in-plane opening: cuts the ascending aorta and pulmonary trunk (r 12-15 mm) above the heart
+
+
+def find_heart(cand: np.ndarray, rim: np.ndarray, sp) -> np.ndarray:
+    """Heart: the largest blob of ``cand`` (mediastinal soft tissue kept 2 mm off lung and bone) opened by
+    ``HEART_OPEN_MM``, holes filled per slice, then grown back by up to 2 mm into ``rim`` (soft tissue up to the
+    lung boundary, where the 2 mm margin cut the myocardium)."""
+    empty = np.zeros_like(cand)
+    if not cand.any():
+        return empty
+    bb = ops.bbox(cand, margin=int(np.ceil(3.0 / min(sp))) + 1)
+    c = cand[bb]
+    core = ops.largest(ops.erode(c, HEART_OPEN_MM, sp))
+    if core.sum() * np.prod(sp) / 1000.0 <= 10.0:
+        return empty
+    h = ops.largest(ops.fill_holes_2d(ops.dilate(core, HEART_OPEN_MM + 1.0, sp) & c))
+    if HEART_OPEN_2D_MM:  # great vessels above the heart are tubes: an in-plane opening wider than them cuts them
+        h = ops.largest(ops.open_(h, HEART_OPEN_2D_MM, sp, in_plane=True))
+    h |= ops.dilate(h, 2.0, sp, in_plane=True) & rim[bb]
+    out = empty
+    out[bb] = h
+    return out
+
+
 def diaphragm_floor(lungs: np.ndarray, sp, carina_z: int | None) -> np.ndarray | None:
     """Per (x, y) column, the slice index of the diaphragm surface under the heart, from the lung bases.
 
@@ -428,7 +506,8 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
     structures["aorta"] = aorta
     info["aorta_radius_mm"] = aorta_r
 
-    # heart: the largest soft-tissue blob in the cavity below the carina, anterior to the spine (opened by 10 mm)
+    # heart: the largest soft-tissue blob in the cavity below the carina, anterior to the spine, opened by a ball
+    # wider than the great vessels
     heart = empty.copy()
     if cavity.any():
         cand = cavity & ~lungs_d & ~bone_d & ~ops.dilate(aorta, 2.0, sp, True) & ~airway & (hu > -30) & (hu < 1000)
@@ -438,10 +517,8 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
         floor = diaphragm_floor(lungs, sp, info["carina_z"])
         if floor is not None:  # the heart sits on the diaphragm: nothing below the lung-base surface (liver)
             cand &= zs >= floor[:, :, None]
-        core = ops.largest(ops.erode(cand, 10.0, sp)) if cand.any() else empty
-        if core.sum() * np.prod(sp) / 1000.0 > 10.0:
-            heart = ops.fill_holes_2d(ops.dilate(core, 11.0, sp) & cand)
-            heart = ops.largest(heart)
+        rim = cavity & ~lungs & ~bone & ~aorta & ~airway & (hu > -30) & (hu < 1000)
+        heart = find_heart(cand, rim, sp)
     structures["heart"] = heart
 
     # oesophagus: approximate tube between the airway/heart and the spine, left of midline (no lumen tracking)
