@@ -19,7 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for 95%% CIs (0: none; default: evaluation.bootstrap = 1000)")
     p.add_argument("--no-nlg", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (no Java needed)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR")
-    p.add_argument("--no-region-meteor", action="store_true", help="METEOR for whole reports only (faster)")
+    p.add_argument("--region-meteor", action="store_true", default=None,
+                   help="also METEOR per region (opt-in, about doubles the METEOR time; default: "
+                        "evaluation.region_meteor = false)")
+    p.add_argument("--no-region-meteor", action="store_true", help=argparse.SUPPRESS)  # old flag: now the default
     p.add_argument("--bertscore-model", default=None,
                    help="local model folder for BERTScore (default: evaluation.bertscore_model; unset → skipped)")
 
@@ -35,7 +38,9 @@ def run(args: argparse.Namespace, config) -> int:
     if args.ref_labels:
         ref_labels = _read_labels(args.ref_labels, args.id_column, FINDING_NAMES)
     res = evaluate_reports(preds, refs, pred_regions=pred_regions, ref_regions=ref_regions, ref_labels=ref_labels,
-                           nlg=not args.no_nlg, meteor=not args.no_meteor, region_meteor=not args.no_region_meteor,
+                           nlg=not args.no_nlg, meteor=not args.no_meteor, region_meteor=bool(args.region_meteor if args.region_meteor is not None
+                                                              else config.get("evaluation.region_meteor", False))
+                           and not args.no_region_meteor,
                            n_boot=args.bootstrap if args.bootstrap is not None
                            else int(config.get("evaluation.bootstrap", 1000)),
                            bertscore_model=args.bertscore_model or config.get("evaluation.bertscore_model"))
@@ -44,8 +49,9 @@ def run(args: argparse.Namespace, config) -> int:
     line = " ".join(f"{k}={v:.4f}" for k, v in d["nlg"].items() if v is not None)
     print(f"{d['n_pairs']} pairs  {line}  CE micro-F1={d['ce']['micro']['f1']:.4f} "
           f"macro-F1={d['ce']['macro']['f1']:.4f} CRG={d['ce']['crg'] if d['ce']['crg'] is None else round(d['ce']['crg'], 4)}")
-    if d["nlg_note"]:
-        print(f"note: {d['nlg_note']}")
+    for note in (d["nlg_note"], d["regions_note"]):
+        if note:
+            print(f"note: {note}")
     miss = d["ids"]
     if miss["only_in_pred"] or miss["only_in_ref"]:
         print(f"ids without a partner: {len(miss['only_in_pred'])} in --pred, {len(miss['only_in_ref'])} in --ref "

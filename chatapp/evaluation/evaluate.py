@@ -8,6 +8,7 @@ Layout of :meth:`EvalResult.to_dict` (= ``metrics.json``)::
     ce:  {micro: {precision, recall, f1}, macro: {...}, per_label: {finding: {precision, recall, f1, support,
           prevalence_pred, prevalence_ref}}, crg, ci95: {micro_f1, macro_f1, crg}, reference_labels, labeler}
     regions: {region: {n_pairs, nlg: {...}, ce: {micro, macro, findings} | null}}
+    regions_note  (per-region METEOR is opt-in: without it the region ``nlg`` has no METEOR key)
     templates: {overall: {pred: {...}, ref: {...}}, regions: {region: {pred, ref}}}
     lengths: {pred: {mean, median}, ref: {mean, median}}   (words per report)
     seconds: {labels, nlg, total}
@@ -43,6 +44,7 @@ class EvalResult:
     nlg: dict[str, float] = field(default_factory=dict)
     nlg_ci95: dict[str, list[float]] = field(default_factory=dict)
     nlg_note: str = ""
+    regions_note: str = ""
     ce: dict = field(default_factory=dict)
     regions: dict = field(default_factory=dict)
     templates: dict = field(default_factory=dict)
@@ -65,6 +67,7 @@ class EvalResult:
             "bertscore": self.bertscore,
             "ce": self.ce,
             "regions": self.regions,
+            "regions_note": self.regions_note,
             "templates": self.templates,
             "lengths": {"pred": summ(self.lengths_pred), "ref": summ(self.lengths_ref)},
             "seconds": self.seconds,
@@ -92,7 +95,7 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
                      pred_regions: Mapping[str, Mapping[str, str]] | None = None,
                      ref_regions: Mapping[str, Mapping[str, str]] | None = None,
                      ref_labels: Mapping[str, Mapping[str, int]] | None = None,
-                     nlg: bool = True, meteor: bool = True, region_meteor: bool = True, n_boot: int = 1000,
+                     nlg: bool = True, meteor: bool = True, region_meteor: bool = False, n_boot: int = 1000,
                      seed: int = 0, bertscore_model: str | None = None) -> EvalResult:
     """Score generated reports against references.
 
@@ -102,8 +105,9 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
         pred_regions / ref_regions: id → {region → text} when the tables came split by region; otherwise reports
             are split with :func:`chatapp.evaluation.router.split_regions`.
         ref_labels: id → {finding → 0/1} reference labels (e.g. radiologist labels); default: the labeler's.
-        nlg: compute BLEU/METEOR/ROUGE-L/CIDEr (needs Java); ``meteor``/``region_meteor`` switch METEOR off
-            for everything / for the regions only (the slow part on long reports).
+        nlg: compute BLEU/METEOR/ROUGE-L/CIDEr (needs Java); ``meteor=False`` skips METEOR everywhere.
+        region_meteor: also METEOR per region (opt-in: it doubles the METEOR work, which is most of the run time
+            on long reports; BLEU, ROUGE-L and CIDEr are always computed per region).
         n_boot: bootstrap resamples for the 95% CIs of the headline metrics (whole-report NLG, CE micro/macro, CRG).
         bertscore_model: a local model folder for BERTScore (reported as ``bertscore``); None skips it.
     """
@@ -180,6 +184,10 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
             res.nlg_ci95 = {k: list(v) for k, v in nlg_out["__all__"].ci95.items()}
         if nlg_out and not meteor:
             res.nlg_note = "METEOR skipped (--no-meteor)."
+        if nlg_out and meteor and not region_meteor:
+            res.regions_note = ("per-region METEOR not computed (opt-in: `ctscribe evaluate --region-meteor`, "
+                                "evaluation.region_meteor: true, or region_meteor=True); BLEU, ROUGE-L and CIDEr "
+                                "are computed per region.")
     else:
         res.nlg_note = "NLG metrics skipped (--no-nlg)."
     if bertscore_model:

@@ -135,6 +135,8 @@ def render_html(result, *, title: str = "ctscribe evaluation") -> str:
                  f"<td>{_f(n.get('METEOR'))}</td><td>{_f(n.get('ROUGE-L'))}</td><td>{_f(n.get('CIDEr'))}</td>"
                  f"<td>{_f(c.get('micro', {}).get('f1'), 3)}</td><td>{_f(c.get('macro', {}).get('f1'), 3)}</td></tr>")
     h.append("</table>")
+    if d.get("regions_note"):
+        h.append(f"<p class='note'>{html.escape(d['regions_note'])}</p>")
     h.append("<h2>Template collapse</h2><table><tr><th>scope</th><th>pred distinct</th><th>ref distinct</th>"
              "<th>pred top share</th><th>ref top share</th><th>most frequent prediction</th></tr>")
     t = d["templates"]

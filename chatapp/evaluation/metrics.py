@@ -27,6 +27,7 @@ import numpy as np
 from vision.errors import CTScribeError
 
 NLG_KEYS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+SMALL_CORPUS = 200  # pairs below which METEOR runs in one JVM instead of min(2, cpu_count)
 
 
 class JavaMissingError(CTScribeError):
@@ -201,7 +202,7 @@ def nlg_scores(hyps: Sequence[str], refs: Sequence[str], *, tokenized: bool = Fa
         tokenized: True when both are already PTB-tokenized (skip the Java tokenizer).
         n_boot: bootstrap resamples for 95% CIs (0: none).
         meteor: False skips METEOR (Java is still needed for the tokenizer unless ``tokenized``).
-        workers: METEOR processes (default ``min(2, cpu_count)``).
+        workers: METEOR processes (default ``min(2, cpu_count)``, one below :data:`SMALL_CORPUS` pairs).
     """
     return nlg_grouped(hyps, refs, {"all": range(len(hyps))}, tokenized=tokenized, n_boot=n_boot, seed=seed,
                        meteor=meteor, workers=workers)["all"]
@@ -225,6 +226,9 @@ def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, S
     if not hyps:
         raise CTScribeError("no report pairs to score: check that prediction and reference ids overlap.")
     want_met = set(groups if meteor_groups is None else meteor_groups) if meteor else set()
+    n_met = len({i for g, idx in groups.items() if g in want_met for i in idx})
+    if workers is None and n_met < SMALL_CORPUS:
+        workers = 1  # a second JVM (~2 s of CPU to load the paraphrase tables) only pays off on larger corpora
     met = Meteor(workers) if want_met else None  # starts the JVMs now: they load while the tokenizer runs
     try:
         if not tokenized:
