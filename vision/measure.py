@@ -23,8 +23,28 @@ FLUID_HU = (-10.0, 30.0)  # simple fluid (effusion candidates)
 CALCIUM_HU = 130.0  # Agatston threshold (non-contrast)
 
 
-def _full_lung(regions: RegionResult) -> np.ndarray:
-    return np.asarray(regions.structures["lung_left"]) | np.asarray(regions.structures["lung_right"])
+def _lung_hu(volume: CTVolume, regions: RegionResult) -> np.ndarray:
+    """Full-resolution HU values inside the lung masks (left | right), 1D.
+
+    The work-grid mask is cropped to its bounding box and upsampled there only (``np.repeat``), so the full-size
+    volume is never masked as a whole."""
+    w = regions.work
+    if not isinstance(regions.structures, ops.UpsampledMasks):  # full-resolution masks (TotalSegmentator)
+        full_mask = np.asarray(regions.structures["lung_left"]) | np.asarray(regions.structures["lung_right"])
+        return np.asarray(volume.array)[full_mask]
+    s = w["structures"]
+    lung = np.asarray(s["lung_left"]) | np.asarray(s["lung_right"])
+    bb = ops.bbox(lung)
+    if bb is None:
+        return np.zeros(0, np.float32)
+    f = w["factors"]
+    full = tuple(slice(b.start * k, min(n, b.stop * k)) for b, k, n in zip(bb, f, volume.shape))
+    sub = lung[bb]
+    for ax, k in enumerate(f):
+        if k > 1:
+            sub = np.repeat(sub, k, axis=ax)
+    sub = sub[tuple(slice(0, fs.stop - fs.start) for fs in full)]
+    return np.asarray(volume.array)[full][sub]
 
 
 def _center_ras(volume: CTVolume, ijk_work: np.ndarray, factors) -> list[float]:
@@ -137,9 +157,8 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
                                 "voxel count of the hole-filled lung mask (HU < -400 components)", "lung",
                                 "high") if v > 5 else absent(f"lung_volume_{side}_ml", "mL", "lung",
                                                              f"{side} lung not found in the field of view"))
-    lung_full = _full_lung(regions)
-    if lung_full.any():
-        vals = np.asarray(volume.array)[lung_full]
+    vals = _lung_hu(volume, regions)
+    if vals.size:
         laa = 100.0 * float((vals < LAA_HU).mean())
         meas.append(Measurement("laa950_percent", round(laa, 2), "%",
                                 "share of lung voxels below -950 HU at full resolution (emphysema index LAA-950; "
@@ -253,7 +272,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         if not lung_s.any():
             meas.append(absent(f"pleural_fluid_volume_{side}_ml", "mL", "pleura", f"{side} lung not found"))
             continue
-        near = ops.dilate(lung_s, 25.0, sp, in_plane=True) & s["body"] & ~(s["lung_left"] | s["lung_right"])
+        near = ops.dilate(lung_s, 25.0, sp, in_plane=True, coarse=True) & s["body"] & ~(s["lung_left"] | s["lung_right"])
         near &= ~bone_d & ~ops.dilate(heart, 3.0, sp) & ~ao & ~s["esophagus"]
         if spine_x is not None:
             near &= np.abs(np.arange(hu.shape[0])[:, None, None] - spine_x[None, None, :]) * sp[0] > 30.0

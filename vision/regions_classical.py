@@ -545,7 +545,7 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
     if tr.any() and zl.size:
         top_l = zl[-1]
         zlow = top_l - int(round(10.0 / sp[2]))
-        near_tr = ops.dilate(tr, 30.0, sp, in_plane=True) & ~ops.dilate(tr, 2.0, sp, in_plane=True)
+        near_tr = ops.dilate(tr, 30.0, sp, in_plane=True, coarse=True) & ~ops.dilate(tr, 2.0, sp, in_plane=True)
         lo, hi = (80.0, 300.0) if not contrast else (120.0, 400.0)
         thyroid = near_tr & (zs > zlow) & (hu > lo) & (hu < hi) & ~bone_d & ~lungs_d & body
         thyroid = ndi.binary_opening(thyroid, structure=ops.ball(2.0, sp))
@@ -558,7 +558,7 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
         cy = np.array([np.flatnonzero(cavity[:, :, z].any(axis=0)).mean() if cavity[:, :, z].any() else np.nan
                        for z in range(Z)])
         cy = np.where(np.isfinite(cy), cy, np.inf)[None, None, :]
-        breast = body & ~ops.dilate(cavity, 12.0, sp, True) & ~bone_d & (ys > cy) & (zs >= zl[0]) & (hu > -200)
+        breast = body & ~ops.dilate(cavity, 12.0, sp, True, coarse=True) & ~bone_d & (ys > cy) & (zs >= zl[0]) & (hu > -200)
 
     # abdomen: body below the diaphragm level (lung cross-section < half its maximum below the widest slice)
     if zl.size:

@@ -27,18 +27,38 @@ def ball(radius_mm: float, spacing: tuple[float, float, float], in_plane: bool =
     return d <= radius_mm ** 2 + 1e-6
 
 
-def dilate(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
-    """Euclidean dilation by ``radius_mm`` via a distance transform (fast for large radii)."""
+def dilate(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False, coarse: bool = False) -> np.ndarray:
+    """Euclidean dilation by ``radius_mm`` via a distance transform (fast for large radii).
+
+    ``coarse=True`` (for search regions, where a voxel more or less does not matter) runs the distance transform
+    on a 2x coarser in-plane grid when the radius spans more than 4 voxels: the result contains the exact dilation
+    and exceeds it by at most one coarse voxel.
+    """
     if not mask.any():
         return mask.copy()
-    if _small(radius_mm, spacing):
-        return ndi.binary_dilation(mask, structure=ball(radius_mm, spacing, in_plane))
     m = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
     if in_plane:
         m[2] = 0
     bb = bbox(mask, margin=max(m))
-    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
     out = np.zeros_like(mask, dtype=bool)
+    if _small(radius_mm, spacing, in_plane):
+        out[bb] = ndi.binary_dilation(mask[bb], structure=ball(radius_mm, spacing, in_plane))
+        return out
+    if coarse and radius_mm / min(spacing[0], spacing[1]) > 4.0:
+        sub = mask[bb]
+        f = (2, 2, 1)
+        pad = [(0, (-n) % k) for n, k in zip(sub.shape, f)]
+        sub = np.pad(sub, pad) if any(p[1] for p in pad) else sub
+        X, Y, Z = (n // k for n, k in zip(sub.shape, f))
+        c = sub.reshape(X, 2, Y, 2, Z).any(axis=(1, 3))
+        # fine voxel centres lie within half a fine 2x2 diagonal of their coarse centre: two such offsets of slack
+        slack = float(np.hypot(spacing[0], spacing[1]))
+        samp = (2 * spacing[0], 2 * spacing[1], _INPLANE_Z if in_plane else spacing[2])
+        d = ndi.distance_transform_edt(~c, sampling=samp) <= radius_mm + slack
+        shape = tuple(b.stop - b.start for b in bb)
+        out[bb] = upsample_nearest(d, f, shape)
+        return out | mask
+    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
     out[bb] = ndi.distance_transform_edt(~mask[bb], sampling=samp) <= radius_mm
     return out
 
@@ -47,18 +67,20 @@ def erode(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -
     """Euclidean erosion by ``radius_mm`` via a distance transform."""
     if not mask.any():
         return mask.copy()
-    if _small(radius_mm, spacing):
-        return ndi.binary_erosion(mask, structure=ball(radius_mm, spacing, in_plane))
     bb = bbox(mask, margin=1)
-    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
     out = np.zeros_like(mask, dtype=bool)
+    if _small(radius_mm, spacing, in_plane):
+        out[bb] = ndi.binary_erosion(mask[bb], structure=ball(radius_mm, spacing, in_plane))
+        return out
+    samp = (spacing[0], spacing[1], _INPLANE_Z if in_plane else spacing[2])
     out[bb] = ndi.distance_transform_edt(np.pad(mask[bb], 1), sampling=samp)[1:-1, 1:-1, 1:-1] > radius_mm
     return out
 
 
-def _small(radius_mm: float, spacing) -> bool:
-    """Radii of at most 2 voxels are faster with a structuring element than with a distance transform."""
-    return radius_mm / min(spacing) <= 2.0
+def _small(radius_mm: float, spacing, in_plane: bool = False) -> bool:
+    """Structuring elements of up to ~150 voxels (radius ~3 voxels in 3D, ~6 in-plane) beat a distance transform
+    on these grids (measured: 5 mm ball at 1.7/1.7/3 mm, 0.07 s vs 0.27 s on a 171x171x99 lung mask)."""
+    return int(ball(radius_mm, spacing, in_plane).sum()) <= 150
 
 
 def close(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -> np.ndarray:
@@ -102,14 +124,25 @@ def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
 
 
 def block_mean(a: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Downsample by integer ``factors`` with a block average (edge-padded); float32 out."""
-    if factors == (1, 1, 1):
+    """Downsample by integer ``factors`` with a block average; float32 out of shape ``ceil(shape / factors)``.
+
+    Partial blocks at the far edges average the voxels they have. Sums run with ``np.add.reduceat`` on the input
+    dtype (no float copy of the full-resolution volume).
+    """
+    if tuple(factors) == (1, 1, 1):
         return np.asarray(a, np.float32)
-    pad = [(0, (-s) % f) for s, f in zip(a.shape, factors)]
-    a = np.pad(np.asarray(a, np.float32), pad, mode="edge") if any(p[1] for p in pad) else np.asarray(a, np.float32)
-    X, Y, Z = (s // f for s, f in zip(a.shape, factors))
-    fx, fy, fz = factors
-    return a.reshape(X, fx, Y, fy, Z, fz).mean(axis=(1, 3, 5), dtype=np.float32)
+    out = np.asarray(a)
+    counts = []
+    for ax, f in enumerate(factors):
+        n = out.shape[ax]
+        if f == 1:
+            counts.append(np.ones(n, np.float32))
+            continue
+        starts = np.arange(0, n, f)
+        out = np.add.reduceat(out, starts, axis=ax, dtype=np.float32)
+        counts.append(np.minimum(starts + f, n).astype(np.float32) - starts)
+    out /= counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+    return out
 
 
 def upsample_nearest(mask: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
@@ -158,8 +191,21 @@ def convex_hull_2d(mask: np.ndarray) -> np.ndarray:
         except QhullError:
             out[:, :, z] = sl
             continue
+        # convex polygon: per row j the inside columns form one interval bounded by the hull's half-planes
+        # a*i + b*j + c <= 0 (i <= (-b*j - c)/a for a > 0, i >= ... for a < 0)
         i0, i1, j0, j1 = ii.min(), ii.max() + 1, jj.min(), jj.max() + 1
-        gi, gj = np.mgrid[i0:i1, j0:j1]
-        inside = (gi[..., None] * eq[:, 0] + gj[..., None] * eq[:, 1] + eq[:, 2] <= 1e-9).all(-1)
+        jr = np.arange(j0, j1, dtype=float)[:, None]
+        a, b, c = eq[:, 0], eq[:, 1], eq[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = (-b * jr - c) / a
+        pos, neg = a > 1e-12, a < -1e-12
+        hi = np.min(np.where(pos, bound, np.inf), axis=1) if pos.any() else np.full(jr.shape[0], np.inf)
+        lo = np.max(np.where(neg, bound, -np.inf), axis=1) if neg.any() else np.full(jr.shape[0], -np.inf)
+        flat = np.abs(a) <= 1e-12  # horizontal edges: the whole row is in or out
+        if flat.any():
+            ok = (b[flat] * jr + c[flat] <= 1e-9).all(axis=1)
+            hi = np.where(ok, hi, -np.inf)
+        gi = np.arange(i0, i1, dtype=float)[:, None]
+        inside = (gi >= lo[None, :] - 1e-9) & (gi <= hi[None, :] + 1e-9)
         out[i0:i1, j0:j1, z] = inside | sl[i0:i1, j0:j1]
     return out
