@@ -199,8 +199,11 @@ def find_lungs(hu: np.ndarray, body: np.ndarray, airway: np.ndarray, sp, right_i
     if seeds is not None:
         seedlab = np.zeros(lungs.shape, np.int8)
         seedlab[seeds[0]], seedlab[seeds[1]] = 1, 2
-        _, ind = ndi.distance_transform_edt(seedlab == 0, sampling=sp, return_indices=True)
-        side = seedlab[tuple(ind)]
+        if (lungs & (seedlab == 0)).any():  # eroded seeds or small extra pieces: nearest seed decides
+            _, ind = ndi.distance_transform_edt(seedlab == 0, sampling=sp, return_indices=True)
+            side = seedlab[tuple(ind)]
+        else:  # the two sides were already separate components
+            side = seedlab
         a, b = lungs & (side == 1), lungs & (side == 2)
         ca, cb = ndi.center_of_mass(a)[0], ndi.center_of_mass(b)[0]
         right, left = (a, b) if (ca > cb) == right_is_plus_x else (b, a)

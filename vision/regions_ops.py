@@ -92,10 +92,21 @@ def open_(mask: np.ndarray, radius_mm: float, spacing, in_plane: bool = False) -
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes in every axial slice (in-plane 4-connectivity)."""
+    """Fill holes in every axial slice (in-plane 4-connectivity).
+
+    Same result as ``ndi.binary_fill_holes`` with an in-plane structure, in one labelling pass: background
+    components that do not reach the slice border are holes."""
     st = np.zeros((3, 3, 3), bool)
     st[:, :, 1] = ndi.generate_binary_structure(2, 1)
-    return ndi.binary_fill_holes(mask, structure=st)
+    bg = ~np.asarray(mask, bool)
+    lab, n = ndi.label(bg, structure=st)
+    if n == 0:
+        return ~bg
+    outside = np.zeros(n + 1, bool)
+    for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+        outside[face] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[lab]
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
