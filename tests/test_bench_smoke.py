@@ -23,7 +23,8 @@ def test_bench_run_quick_writes_report(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# ctscribe benchmarks") and "--quick" in text
     assert "**Machine:**" in text and "monai " in text and "Load average" in text
-    table = [line for line in text.splitlines() if line.startswith("| load + preprocess")]
+    summary = text.split("## Summary", 1)[1].split("## Details", 1)[0]
+    table = [line for line in summary.splitlines() if line.startswith("| load + preprocess")]
     assert len(table) == 2, text
     cells = [c.strip() for c in table[0].strip("|").split("|")]
     assert cells[2] == "median s" and float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5].endswith("x")
