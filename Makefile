@@ -45,7 +45,7 @@ demo: $(BASE_STAMP)
 	$(VENV)/bin/ctscribe demo --out demo-output
 
 test: install-dev
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 bench: install-dev
 	$(PY) -m bench.run
