@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
     print(f"baseline ndimage.label: {base:.2f} s")
     print(f"regions + measurements: {best:.2f} s wall, {best_cpu:.2f} s CPU  (ratio {best / base:.1f}x baseline; "
           "target <= 5 s)")
-    print("load average (1, 5, 15 min): %.1f %.1f %.1f on %d cores" % (*os.getloadavg(), os.cpu_count() or 0))
+    la = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min): {la} on {os.cpu_count()} cores")
     print("steps:", {k: round(v, 2) for k, v in r.timings.items()})
     print("absent:", r.absent)
     print("lung L/R mL:", vals["lung_volume_left_ml"], vals["lung_volume_right_ml"], "LAA-950 %:",

@@ -38,10 +38,76 @@ def test_phantom_dice(phantom_run):
     assert dice(r.structures["lung_left"], p.structures["lung_left"]) >= 0.90
     assert dice(r.structures["lung_right"], p.structures["lung_right"]) >= 0.90
     assert dice(r.masks["bone"], p.regions["bone"]) >= 0.90
-    assert dice(r.masks["heart"], p.regions["heart"]) >= 0.88  # 0.889 on this seed, 0.906 on seed 2 (target 0.90)
+    assert dice(r.masks["heart"], p.regions["heart"]) >= 0.90  # 0.92 (0.94 on seeds 1-2, with or without contrast)
     assert dice(r.structures["trachea"], p.structures["trachea"]) >= 0.90  # lumen + wall, as the phantom draws it
     # the descending aorta is found next to the spine (truth also holds the ascending aorta and the arch)
     assert dice(r.structures["aorta"], p.structures["aorta"]) >= 0.45
+
+
+@pytest.fixture(scope="module")
+def contrast_run():
+    from vision.measure import measure
+    from vision.phantom import make_phantom
+    from vision.regions import compute_regions
+
+    p = make_phantom(1, shape=(160, 160, 96), spacing=(2.0, 2.0, 2.5), contrast=True)
+    r = compute_regions(p.volume, backend="classical")
+    return p, r, {m.name: m.value for m in measure(p.volume, r) if m.name != "nodule"}
+
+
+def test_contrast_phantom_heart_and_stomach_gas(contrast_run):
+    """Contrast-filled heart and great vessels; stomach gas under the left dome touching the lung base."""
+    p, r, m = contrast_run
+    assert dice(r.masks["heart"], p.regions["heart"]) >= 0.90
+    assert not (r.masks["heart"] & p.structures["aorta"]).sum() > 0.05 * p.regions["heart"].sum()
+    left = np.asarray(r.structures["lung_left"])
+    stomach_gas = p.structures["stomach"] & (p.volume.array < -950)
+    assert stomach_gas.sum() > 500 and (left & stomach_gas).sum() < 0.02 * stomach_gas.sum()
+    t = p.measurements
+    assert abs(m["lung_volume_left_ml"] - t["lung_volume_left_ml"]) <= 0.05 * t["lung_volume_left_ml"]
+    assert abs(m["laa950_percent"] - t["laa950_percent"]) <= 0.5
+    assert abs(m["heart_volume_ml"] - t["heart_volume_ml"]) <= 0.10 * t["heart_volume_ml"]
+
+
+def test_subphrenic_gas_removed_bullae_kept():
+    """A pure-gas pocket under the lung base walled by tissue goes; a bulla of the same HU inside the lung stays."""
+    from vision.regions_classical import subphrenic_gas
+
+    sp = (2.0, 2.0, 2.0)
+    hu = np.full((40, 40, 60), 40.0, np.float32)
+    hu[5:35, 5:35, 20:55] = -850.0  # lung block
+    hu[12:28, 12:28, 8:21] = -1000.0  # gas pocket below, touching the base through its top face
+    hu[14:26, 14:26, 38:48] = -990.0  # bulla inside the upper lung
+    air = hu < -400
+    gas = subphrenic_gas(hu, air, sp)
+    assert gas[20, 20, 12] and gas[20, 20, 18]
+    assert not gas[20, 20, 42] and not gas[20, 20, 30]
+    assert gas.sum() <= ((hu == -1000.0).sum() * 1.1)
+
+
+def test_morphology_helpers_match_references():
+    """The fast helpers give the reference results (scipy fill/dilation) or a documented superset (coarse)."""
+    from scipy import ndimage as ndi
+
+    from vision import regions_ops as ops
+
+    rng = np.random.default_rng(0)
+    m = ndi.gaussian_filter(rng.random((48, 40, 12)), 2) > 0.5
+    st = np.zeros((3, 3, 3), bool)
+    st[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    assert np.array_equal(ops.fill_holes_2d(m), ndi.binary_fill_holes(m, structure=st))
+    sp = (1.5, 1.5, 3.0)
+    exact = ndi.distance_transform_edt(~m, sampling=sp) <= 4.0
+    assert np.array_equal(ops.dilate(m, 4.0, sp), exact)  # structuring-element path
+    wide = ndi.distance_transform_edt(~m, sampling=(1.5, 1.5, 1e6)) <= 12.0
+    coarse = ops.dilate(m, 12.0, sp, in_plane=True, coarse=True)
+    assert not (wide & ~coarse).any() and coarse.sum() <= 1.3 * wide.sum()
+    a = rng.integers(-1000, 1000, (7, 8, 5)).astype(np.int16)
+    bm = ops.block_mean(a, (3, 3, 2))
+    assert bm.shape == (3, 3, 3) and np.isclose(bm[2, 2, 2], a[6:, 6:, 4:].mean())
+    assert np.isclose(bm[0, 1, 0], a[0:3, 3:6, 0:2].mean())
+    hull = ops.convex_hull_2d(m)
+    assert (hull >= m).all() and np.array_equal(ops.fill_holes_2d(hull), hull)
 
 
 def test_sides_are_not_swapped(phantom_run):

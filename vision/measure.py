@@ -127,7 +127,7 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in bb])
         mask = np.zeros(hu.shape, bool)
         mask[bb] = comp
-        ci = tuple(int(round(v)) for v in c)
+        ci = tuple(round(v) for v in c)
         side = "left" if s["lung_left"][ci] else "right" if s["lung_right"][ci] else (
             "left" if (mask & s["lung_left"]).sum() >= (mask & s["lung_right"]).sum() else "right")
         lobe = None
@@ -148,7 +148,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     vml = float(np.prod(sp)) / 1000.0
     meas: list[Measurement] = []
     over: dict[str, np.ndarray] = {}
-    absent = lambda name, unit, region, why: Measurement(name, None, unit, why, region, "absent")  # noqa: E731
+    absent = lambda name, unit, region, why: Measurement(name, None, unit, why, region, "absent")
 
     # lungs
     for side in ("left", "right"):
@@ -227,7 +227,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     comps = []
     for i in np.flatnonzero(sizes * vml * 1000 >= 5.0):  # at least 5 mm³
         c = np.array(ndi.center_of_mass(lab == i))
-        ci = tuple(int(round(v)) for v in c)
+        ci = tuple(round(v) for v in c)
         where = next((k for k in ("heart", "mediastinum", "lung", "bone", "breast", "abdomen") if m[k][ci]), "other")
         comps.append({"region": where, "center_ras_mm": _center_ras(volume, c, factors),
                       "volume_ml": round(float(sizes[i]) * vml, 2)})

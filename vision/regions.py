@@ -67,7 +67,7 @@ class RegionResult:
 
 def work_factors(spacing: tuple[float, float, float], target: float = WORK_SPACING_MM) -> tuple[int, int, int]:
     """Integer block factors that bring each axis close to ``target`` mm (never finer than the input)."""
-    return tuple(max(1, int(round(target / float(s)))) for s in spacing)  # type: ignore[return-value]
+    return tuple(max(1, round(target / float(s))) for s in spacing)  # type: ignore[return-value]
 
 
 def _right_is_plus_x(volume: CTVolume) -> bool:

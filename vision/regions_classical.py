@@ -39,18 +39,18 @@ def find_airway(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, dict]
     Returns (airway mask, info with ``carina_z`` / ``trachea_top_z`` slice indices or None).
     """
     air = (hu < AIRWAY_HU) & body
-    X, Y, Z = hu.shape
+    _X, _Y, Z = hu.shape
     px = sp[0] * sp[1]
     airway = np.zeros_like(air)
     info: dict = {"carina_z": None, "trachea_top_z": None, "trachea_bottom_z": None}
     start, cur, prev_area = None, None, None
-    zmin_search = max(0, Z - 1 - int(round(80.0 / sp[2])))  # the trachea must start within 8 cm of the top slice
+    zmin_search = max(0, Z - 1 - round(80.0 / sp[2]))  # the trachea must start within 8 cm of the top slice
     for z in range(Z - 1, zmin_search - 1, -1):
         if not body[:, :, z].any():
             continue
         bx = np.flatnonzero(body[:, :, z].any(axis=1))
         cx = 0.5 * (bx[0] + bx[-1])
-        lab, n = _slice_label(air[:, :, z])
+        lab, _ = _slice_label(air[:, :, z])
         best = None
         for i, sl in enumerate(ndi.find_objects(lab), start=1):
             comp = lab[sl] == i
@@ -77,7 +77,7 @@ def find_airway(hu: np.ndarray, body: np.ndarray, sp) -> tuple[np.ndarray, dict]
     st = ndi.generate_binary_structure(2, 2)
     bottom = start
     for z in range(start - 1, -1, -1):
-        lab, n = _slice_label(air[:, :, z])
+        lab, _n = _slice_label(air[:, :, z])
         new = []
         for bmask, barea in branches:
             hit = np.unique(lab[ndi.binary_dilation(bmask, st) & (lab > 0)])
@@ -436,7 +436,7 @@ def diaphragm_floor(lungs: np.ndarray, sp, carina_z: int | None) -> np.ndarray |
         return None
     _, (ix, iy) = ndi.distance_transform_edt(~valid, sampling=sp[:2], return_indices=True)
     floor = low[ix, iy]
-    k = max(3, int(round(15.0 / sp[0])) | 1)
+    k = max(3, round(15.0 / sp[0]) | 1)
     return ndi.median_filter(floor, size=k, mode="nearest")
 
 
@@ -516,7 +516,7 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
         cand = cavity & ~lungs_d & ~bone_d & ~ops.dilate(aorta, 2.0, sp, True) & ~airway & (hu > -30) & (hu < 1000)
         cand &= ys > ant_y + 3.0 / sp[1]
         if info["carina_z"] is not None:
-            cand &= zs < info["carina_z"] - int(round(5.0 / sp[2]))
+            cand &= zs < info["carina_z"] - round(5.0 / sp[2])
         floor = diaphragm_floor(lungs, sp, info["carina_z"])
         if floor is not None:  # the heart sits on the diaphragm: nothing below the lung-base surface (liver)
             cand &= zs >= floor[:, :, None]
@@ -547,7 +547,7 @@ def segment(hu: np.ndarray, sp: tuple[float, float, float], right_is_plus_x: boo
     tr = structures["trachea"]
     if tr.any() and zl.size:
         top_l = zl[-1]
-        zlow = top_l - int(round(10.0 / sp[2]))
+        zlow = top_l - round(10.0 / sp[2])
         near_tr = ops.dilate(tr, 30.0, sp, in_plane=True, coarse=True) & ~ops.dilate(tr, 2.0, sp, in_plane=True)
         lo, hi = (80.0, 300.0) if not contrast else (120.0, 400.0)
         thyroid = near_tr & (zs > zlow) & (hu > lo) & (hu < hi) & ~bone_d & ~lungs_d & body

@@ -6,8 +6,7 @@ All masks are bool arrays (X, Y, Z) in RAS voxel order; ``spacing`` is the voxel
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
