@@ -50,14 +50,16 @@ def contrast_run():
     from vision.phantom import make_phantom
     from vision.regions import compute_regions
 
-    p = make_phantom(1, shape=(160, 160, 96), spacing=(2.0, 2.0, 2.5), contrast=True)
+    p = make_phantom(1, shape=(160, 160, 96), spacing=(2.0, 2.0, 2.5), contrast=True,
+                     findings={"Lung nodule": {"size_mm": 6}})
     r = compute_regions(p.volume, backend="classical")
-    return p, r, {m.name: m.value for m in measure(p.volume, r) if m.name != "nodule"}
+    ms = measure(p.volume, r)
+    return p, r, {m.name: m.value for m in ms if m.name != "nodule"}, [m for m in ms if m.name == "nodule"]
 
 
 def test_contrast_phantom_heart_and_stomach_gas(contrast_run):
     """Contrast-filled heart and great vessels; stomach gas under the left dome touching the lung base."""
-    p, r, m = contrast_run
+    p, r, m, _ = contrast_run
     assert dice(r.masks["heart"], p.regions["heart"]) >= 0.90
     assert not (r.masks["heart"] & p.structures["aorta"]).sum() > 0.05 * p.regions["heart"].sum()
     left = np.asarray(r.structures["lung_left"])
@@ -67,6 +69,14 @@ def test_contrast_phantom_heart_and_stomach_gas(contrast_run):
     assert abs(m["lung_volume_left_ml"] - t["lung_volume_left_ml"]) <= 0.05 * t["lung_volume_left_ml"]
     assert abs(m["laa950_percent"] - t["laa950_percent"]) <= 0.5
     assert abs(m["heart_volume_ml"] - t["heart_volume_ml"]) <= 0.10 * t["heart_volume_ml"]
+
+
+def test_small_nodule_sized_unopened(contrast_run):
+    """A 6 mm nodule (3 voxels across) is found and sized from its solid voxels, not from the opened core."""
+    p, _, _, nods = contrast_run
+    truth = p.measurements["nodules"][0]
+    assert len(nods) == 1 and abs(nods[0].value - truth["diameter_mm"]) <= 0.5
+    assert nods[0].extra["side"] == truth["side"]
 
 
 def test_subphrenic_gas_removed_bullae_kept():

@@ -91,7 +91,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
         return out
     bb = ops.bbox(lung, margin=1)
     raw = lung[bb] & (hu[bb] > NODULE_HU) & ~ops.dilate(s["airway"][bb], 3.0, sp)
-    sub = ndi.binary_opening(raw, structure=ops.ball(1.5, sp))  # removes thin vessels and septa
+    ball_open = ops.ball(1.5, sp)
+    sub = ndi.binary_opening(raw, structure=ball_open)  # removes thin vessels and septa
     # a blob the opening cut out of a larger structure (a vessel segment, a branch point) is part of the vessel
     # tree: its un-opened connected component is much bigger than the blob itself
     raw_lab, raw_sizes = ops.components(raw)
@@ -124,6 +125,15 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
         r_in = float(ndi.distance_transform_edt(np.pad(comp[sl], 1), sampling=sp).max())
         if vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3) > 4.0:  # far from a ball: branching vessels
             continue
+        # the opening shaved the blob's surface: take back the solid voxels within the opening's reach (an
+        # attached vessel gains only a stub of that length)
+        reach = [k // 2 for k in ball_open.shape]
+        near = tuple(slice(max(0, b.start - k), b.stop + k) for b, k in zip(sl, reach))
+        grown = np.zeros_like(comp)
+        grown[near] = ndi.binary_dilation(comp[near], structure=ball_open) & raw[near]
+        comp = grown
+        vol_mm3 = float(comp.sum()) * vml
+        d = (6.0 * vol_mm3 / np.pi) ** (1 / 3)
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in bb])
         mask = np.zeros(hu.shape, bool)
         mask[bb] = comp
