@@ -86,7 +86,7 @@ def test_generated_sentences_of_the_phantom_generator():
               "No pleural effusion. Heart size is normal. No mediastinal lymphadenopathy. "
               "Mild centrilobular emphysema in both upper lobes.")
     assert positives(report) == {"Lung nodule", "Emphysema"}
-    m = [x for x in find_mentions(report) if x.finding == "Lung nodule"][0]
+    m = next(x for x in find_mentions(report) if x.finding == "Lung nodule")
     assert report[m.span[0]:m.span[1]].lower().startswith("nodul")
     assert m.sentence.strip() == "A 8 mm solid nodule in the right upper lobe."
 
@@ -100,8 +100,8 @@ CV_HELDOUT_FOLD_FLOOR = 0.93
 @pytest.mark.data
 def test_cross_validated_accuracy_and_speed():
     import numpy as np
-
     from conftest import shared_path
+
     from chatapp.evaluation.labeler_cv import cross_validate, load
 
     texts, y = load(shared_path("ct-rate_ctclip-text-classifier", "train.csv"))
@@ -119,10 +119,11 @@ def test_cross_validated_accuracy_and_speed():
 # ------------------------------------------------------------------------------------------------------------------
 # Every sentence the project itself writes (chatapp.report / chatapp.prompts / vision.phantom_templates) must get
 # exactly its own finding: CE metrics of ctscribe's reports go through this labeler.
-_FIELDS = dict(ctr=0.55, vessel_list="LAD, RCA", article="A", diameter_mm=16, count_phrase="Two lymph nodes",
-               short_axis_mm=14, side_phrase="in both lungs", laa950_percent=11.3, side="right",
-               location="right upper lobe", side_cap="Bilateral", max_depth_mm=20, lumen_diameter_mm=9,
-               thickness_mm=8, type="pacemaker", plural="s", nodule_summary="16 mm, right upper lobe")
+_FIELDS = {"ctr": 0.55, "vessel_list": "LAD, RCA", "article": "A", "diameter_mm": 16,
+           "count_phrase": "Two lymph nodes", "short_axis_mm": 14, "side_phrase": "in both lungs",
+           "laa950_percent": 11.3, "side": "right", "location": "right upper lobe", "side_cap": "Bilateral",
+           "max_depth_mm": 20, "lumen_diameter_mm": 9, "thickness_mm": 8, "type": "pacemaker", "plural": "s",
+           "nodule_summary": "16 mm, right upper lobe"}
 
 # the f-string wordings of chatapp.report.finding_sentences, filled in
 _REPORT_ENGINE = [

@@ -17,7 +17,6 @@ import pytest
 from chatapp.evaluation.router import route_sentence, split_regions
 from vision.registry import REGION_KEYS
 
-
 DEV: list[tuple[str, str]] = [
     ("Trachea and both main bronchi are patent.", "trachea_and_bronchi"),
     ("The trachea and main bronchi are open, no endoluminal lesion is seen.", "trachea_and_bronchi"),
@@ -268,6 +267,7 @@ def test_router_on_ctrate_reports():
     import csv
 
     from conftest import shared_path
+
     from chatapp.evaluation.labeler import split_sentences
 
     path = shared_path("ct-rate_ctclip-text-classifier", "train.csv")

@@ -21,8 +21,8 @@ they were tuned with cross-validation on the CT-CLIP 800-report training set (se
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from vision.registry import FINDING_NAMES
 
@@ -142,24 +142,24 @@ _PLAQUE_TRIGGERS = ("atherom", "plaque", "calcif", "atheroscl")
 _OTHER_ORGAN = r"liver|hepat|kidney|renal|spleen|splen|pancrea|vertebra|bone|osseous|fatty tissue|thyroid|adrenal|breast|muscle|subcutaneous|soft tissue|scapula|sternum|rib\b|bowel|gall"
 _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
     "Pleural effusion": [(re.compile(r"pericard|perirenal|perinephric|perihepatic|periton|ascit|joint|perisplenic|"
-                                     r"subcapsular|spleen", re.I),
-                          re.compile(r"pleura|hemithora|hydrothorax|thorax", re.I))],
+                                     r"subcapsular|spleen", re.IGNORECASE),
+                          re.compile(r"pleura|hemithora|hydrothorax|thorax", re.IGNORECASE))],
     "Lung opacity": [(re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
-                                 r"ground[ -]glass nodul|leukemic", re.I), None),
-                     (re.compile(_OTHER_ORGAN, re.I), re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.I))],
+                                 r"ground[ -]glass nodul|leukemic", re.IGNORECASE), None),
+                     (re.compile(_OTHER_ORGAN, re.IGNORECASE), re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE))],
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
-                                r"nodular (?:thickening|calcif)|lymph node", re.I),
-                     re.compile(r"\blungs?\b|pulmonary|parenchym", re.I))],
-    "Pulmonary fibrotic sequela": [(re.compile(r"fibroadenom|fibroid|fibrous dysplasia", re.I), None),
-                                   (re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.I),
-                                    re.compile(r"\blungs?\b|pulmonary|\blobe|pleur|parenchym", re.I))],
-    "Medical material": [(re.compile(r"omental|periton|metasta|suture compression", re.I), None)],
+                                r"nodular (?:thickening|calcif)|lymph node", re.IGNORECASE),
+                     re.compile(r"\blungs?\b|pulmonary|parenchym", re.IGNORECASE))],
+    "Pulmonary fibrotic sequela": [(re.compile(r"fibroadenom|fibroid|fibrous dysplasia", re.IGNORECASE), None),
+                                   (re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.IGNORECASE),
+                                    re.compile(r"\blungs?\b|pulmonary|\blobe|pleur|parenchym", re.IGNORECASE))],
+    "Medical material": [(re.compile(r"omental|periton|metasta|suture compression", re.IGNORECASE), None)],
     # an "(intrapulmonary lymph node?)" is a lung nodule; "(lymph node?)" in the spleen hilum/abdomen/breast is not
     # thoracic lymphadenopathy
-    "Lymphadenopathy": [(re.compile(r"intrapulmonary lymph|intraparenchymal lymph|perifissural lymph", re.I), None),
-                        (re.compile(r"spleen|splenic|breast|abdom|inguinal|mesenter|periton", re.I),
+    "Lymphadenopathy": [(re.compile(r"intrapulmonary lymph|intraparenchymal lymph|perifissural lymph", re.IGNORECASE), None),
+                        (re.compile(r"spleen|splenic|breast|abdom|inguinal|mesenter|periton", re.IGNORECASE),
                          re.compile(r"mediastin|paratracheal|subcarinal|prevascular|aortopulmonary|axill|"
-                                    r"supraclavicular", re.I))],
+                                    r"supraclavicular", re.IGNORECASE))],
 }
 
 _PLAQUE = _rx(r"atherom", r"plaques?\b", r"calcif", r"atheroscleros", r"atherosclerotic")
