@@ -79,6 +79,7 @@ def _write_config(root: Path, data: dict, steps: int, lr: float, llm_dir: Path) 
     return p
 
 
+@pytest.mark.slow
 def test_ctrate_fixture_trains_through_cli(tmp_path, tiny_llm_dir, capsys):  # noqa: F811
     data = _ctrate_fixture(tmp_path)
     cfg = _write_config(tmp_path, data, steps=50, lr=1e-3, llm_dir=tiny_llm_dir)
@@ -100,6 +101,7 @@ def test_ctrate_fixture_trains_through_cli(tmp_path, tiny_llm_dir, capsys):  # n
     assert "volume folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_loss_falls_on_phantoms(tmp_path, tiny_llm_dir):  # noqa: F811
     from chatapp.config import load_config
     from chatapp.train import train
