@@ -3,9 +3,10 @@
 Two checks, both recorded in ``Report.guard`` (nothing is ever silently kept):
 
 1. ``apply_rephrasings``: each LLM rewrite of a structured sentence is re-labelled with the project's report labeler
-   (``chatapp.evaluation.labeler``) and its numbers are compared with the structured sentence's. A finding that the
-   structured sentence does not assert, a finding it dropped, or a number that differs → the rewrite is rejected and
-   the structured sentence is kept.
+   (``chatapp.evaluation.labeler``), its numbers are compared with the structured sentence's, and so is its
+   vocabulary. A finding that the structured sentence does not assert, a finding it dropped, a number that differs,
+   a content word it introduced (e.g. "cardiotracheal" for "cardiothoracic": no finding and no number changed, yet
+   the sentence is wrong) or a medical term it dropped → the rewrite is rejected and the structured sentence is kept.
 2. ``audit``: every kept sentence of the final report is labelled once more; a sentence asserting a finding that no
    finding call supports is removed (``status="removed"``).
 """
@@ -36,6 +37,44 @@ def extract_numbers(text: str) -> list[float]:
         except ValueError:
             continue
     return out
+
+
+# Words a rewrite may add or drop freely: grammar and reporting style, never anatomy, findings or qualifiers.
+# Everything else of >= 4 letters is a content word: a rewrite must keep the structured sentence's content words
+# and may not bring new ones (a 135M model's "synonyms" are where wrong anatomy and made-up terms come from).
+STYLE_WORDS: frozenset[str] = frozenset("""
+about also approximately approximate appear appears appearing around been being both demonstrate demonstrates
+demonstrated detected does evident evidence findings finding from have having here identified image imaging into
+measure measures measured measuring measurement noted note observed present presence seen shown show shows
+some that their there these this those visible visualized visualised were where which with within
+""".split())
+_WORD = re.compile(r"[a-z]+")
+
+
+def _stem(w: str) -> str:
+    """Crude plural folding so 'effusions'/'effusion' and 'lobes'/'lobe' count as one word."""
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 4 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of >= 4 letters that are not style words, plural-folded ('Pleural effusions' → {pleural,
+    effusion})."""
+    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in STYLE_WORDS}
+
+
+def vocabulary_reasons(rewrite: str, original: str) -> list[str]:
+    """Reasons from the vocabulary check: introduced content words, dropped medical terms (empty: acceptable)."""
+    new, old = content_words(rewrite), content_words(original)
+    reasons = []
+    if extra := sorted(new - old):
+        reasons.append("introduced word(s) not in the structured sentence: " + ", ".join(extra))
+    if missing := sorted(old - new):
+        reasons.append("dropped term(s) of the structured sentence: " + ", ".join(missing))
+    return reasons
 
 
 def _fallback_positive(text: str) -> set[str]:
@@ -92,6 +131,7 @@ def check_rewrite(rewrite: str, original: Sentence) -> list[str]:
         if not any(abs(x - y) < 1e-9 for x in extract_numbers(rewrite)):
             reasons.append(f"measured number {y:g} missing")
             break
+    reasons.extend(vocabulary_reasons(rewrite, original.text))
     if len(rewrite) > 4 * len(original.text) + 80:
         reasons.append("rewrite much longer than the structured sentence")
     return reasons

@@ -74,6 +74,61 @@ MODEL_FINDING_TEXT: dict[str, str] = {
     "Interlobular septal thickening": "Interlobular septal thickening is present.",
 }
 
+# Subjects of the model-estimate sentences (a finding decided by the image model alone, no measurement behind it):
+# "<subject> is suggested by the image model (probability 0.73; demo weights ...) — verify." The labeler reads them
+# as uncertain mentions, which count as positive, so the evaluation and the guard still see the finding.
+MODEL_SUGGESTION_SUBJECT: dict[str, str] = {
+    "Medical material": "Medical material (a device)",
+    "Arterial wall calcification": "Arterial wall calcification",
+    "Cardiomegaly": "Cardiomegaly",
+    "Pericardial effusion": "A pericardial fluid collection",
+    "Coronary artery wall calcification": "Coronary artery wall calcification",
+    "Hiatal hernia": "A hiatal hernia",
+    "Lymphadenopathy": "Mediastinal lymphadenopathy",
+    "Emphysema": "Emphysema",
+    "Atelectasis": "Atelectasis",
+    "Lung nodule": "A lung nodule",
+    "Lung opacity": "A lung opacity",
+    "Pulmonary fibrotic sequela": "Pulmonary fibrotic sequelae",
+    "Pleural effusion": "Pleural effusion",
+    "Mosaic attenuation pattern": "A mosaic attenuation pattern",
+    "Peribronchial thickening": "Peribronchial thickening",
+    "Consolidation": "Consolidation",
+    "Bronchiectasis": "Bronchiectasis",
+    "Interlobular septal thickening": "Interlobular septal thickening",
+}
+
+MODEL_ESTIMATE_NOTE = "not measured, image-model estimate"
+
+
+def model_suggestion_text(finding_name: str, probability: float, weights_note: str = "") -> str:
+    """'Consolidation is suggested by the image model (probability 0.73; demo weights trained on synthetic
+    phantoms) — verify.' Honest wording for a finding only the model supports.
+
+    Args:
+        finding_name: CT-RATE finding name.
+        probability: the model's P(finding), 0..1 (printed with 2 decimals; stored beside it as evidence).
+        weights_note: e.g. ``DEMO_WEIGHTS_NOTICE`` when the weights are demo weights; empty otherwise.
+    """
+    subject = MODEL_SUGGESTION_SUBJECT[finding_name]
+    verb = "are" if subject.endswith("sequelae") else "is"
+    inside = f"probability {probability:.2f}" + (f"; {weights_note}" if weights_note else "")
+    return f"{subject} {verb} suggested by the image model ({inside}) \u2014 verify."
+
+
+def model_suggestions_impression(items: Sequence[tuple[str, float]], weights_note: str = "") -> str:
+    """One impression sentence listing the model-only findings apart from the measured ones.
+
+    Args:
+        items: (CT-RATE finding name, probability) pairs.
+        weights_note: as in ``model_suggestion_text``.
+    """
+    listed = ", ".join(f"{MODEL_SUGGESTION_SUBJECT[n][0].lower() + MODEL_SUGGESTION_SUBJECT[n][1:]} "
+                       f"(probability {p:.2f})" for n, p in items)
+    why = "no supporting measurement" + (f"; {weights_note}" if weights_note else "")
+    return f"Suggested by the image model only ({why}), to verify: {listed}."
+
+
 ABSENT_REGION = "The {label} is not in the field of view."
 
 

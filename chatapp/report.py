@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatapp import prompts
-from chatapp.schema import Citation, Evidence, Report, Section, Sentence, Study
+from chatapp.schema import DEMO_WEIGHTS_NOTICE, Citation, Evidence, Report, Section, Sentence, Study
 from vision.registry import FINDINGS, REGIONS
 from vision.registry import finding as finding_info
 from vision.schema import Measurement
@@ -216,13 +216,17 @@ def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
 
-def finding_sentences(call: FindingCall, settings: dict[str, Any]) -> list[Sentence]:
-    """Positive sentences for one present finding (one per nodule), each with evidence and mask."""
+def finding_sentences(call: FindingCall, settings: dict[str, Any], weights_note: str = "") -> list[Sentence]:
+    """Positive sentences for one present finding (one per nodule), each with evidence and mask.
+
+    A finding only the model supports reads as a model estimate with its probability (and ``weights_note``, e.g.
+    "demo weights trained on synthetic phantoms"), never as a plain assertion.
+    """
     f = finding_info(call.name)
     mask = f"regions/{f.region}"
     if call.source != "measured":
-        return [Sentence(prompts.MODEL_FINDING_TEXT[f.name], f.region, mask, list(call.evidence), "model",
-                         round(call.confidence, 3), [f.name])]
+        return [Sentence(prompts.model_suggestion_text(f.name, call.confidence, weights_note), f.region, mask,
+                         list(call.evidence), "model", round(call.confidence, 3), [f.name])]
     ms = call.measurements
     ev = list(call.evidence)
     ids = [x for x in (nodule_mask(m) or _MASK_IDS.get(m.name) for m in ms) if x]
@@ -312,6 +316,7 @@ def build_structured_report(study: Study, settings: dict[str, Any],
     """
     calls = calls if calls is not None else call_findings(study, settings)
     have_model = any(c.source == "model" for c in calls.values()) or bool(study.probabilities)
+    weights_note = DEMO_WEIGHTS_NOTICE if "demo" in (study.weights or "").lower() else ""
     sections: list[Section] = []
     impression: list[Sentence] = []
     for r in REGIONS:
@@ -324,15 +329,14 @@ def build_structured_report(study: Study, settings: dict[str, Any],
         for f in FINDINGS:
             c = calls[f.name]
             if c.present and c.region == r.key:
-                pos.extend(finding_sentences(c, settings))
+                pos.extend(finding_sentences(c, settings, weights_note))
         sents = list(pos)
         if not pos:
             sents.append(_normal_sentence(study, calls, r.key, have_model))
         sents.extend(context_sentences(study, r.key))
         sections.append(Section(r.key, r.label, sents))
         impression.extend(pos)
-    imp = [Sentence(s.text, "impression", s.mask, list(s.evidence), s.source, s.confidence, list(s.findings))
-           for s in impression]
+    imp = impression_sentences(impression, calls, weights_note)
     if not imp and all(c.source == "none" for c in calls.values()):
         imp = [Sentence("No finding could be assessed on this scan (model and measurements unavailable).",
                         "impression", None, [], "normal", 0.0)]
@@ -352,6 +356,19 @@ def build_structured_report(study: Study, settings: dict[str, Any],
         rep.notices.append("Model findings unavailable: this report comes from measurements only; findings without a "
                            "measurement were not assessed.")
     return rep
+
+
+def impression_sentences(positive: list[Sentence], calls: dict[str, FindingCall],
+                         weights_note: str = "") -> list[Sentence]:
+    """Measured findings restated first; model-only findings gathered in one separate 'to verify' sentence."""
+    out = [Sentence(s.text, "impression", s.mask, list(s.evidence), s.source, s.confidence, list(s.findings))
+           for s in positive if s.source != "model"]
+    model = [calls[n] for s in positive if s.source == "model" for n in s.findings]
+    if model:
+        text = prompts.model_suggestions_impression([(c.name, c.confidence) for c in model], weights_note)
+        out.append(Sentence(text, "impression", None, [e for c in model for e in c.evidence], "model",
+                            round(min(c.confidence for c in model), 3), [c.name for c in model]))
+    return out
 
 
 def _normal_sentence(study: Study, calls: dict[str, FindingCall], key: str, have_model: bool) -> Sentence:

@@ -110,6 +110,48 @@ def test_guard_rejects_unsupported_findings_and_changed_numbers():
     assert guard.extract_numbers("1. LAA-950 is 12.3% at -950 HU") == [950.0, 12.3, -950.0]
 
 
+def test_guard_vocabulary_rejects_changed_terms_that_keep_findings_and_numbers():
+    """The lead's case: the labeler and the numbers both pass, yet 'cardiotracheal' is not 'cardiothoracic'."""
+    s = Sentence("Cardiomegaly, with a cardiothoracic ratio of 0.51.", "heart", "regions/heart", [], "measured", 0.9,
+                 ["Cardiomegaly"])
+    bad = "Cardiomegaly, with a cardiotracheal ratio of 0.51."
+    assert guard.positive_findings(bad) == {"Cardiomegaly"}  # the older checks alone would accept it
+    reasons = guard.check_rewrite(bad, s)
+    assert any("introduced" in r and "cardiotracheal" in r for r in reasons)
+    assert any("dropped" in r and "cardiothoracic" in r for r in reasons)
+    assert guard.check_rewrite("There is cardiomegaly, with a cardiothoracic ratio of 0.51.", s) == []
+    nod = _orig("A 7 mm nodule in the right upper lobe.", ["Lung nodule"])
+    assert any("dropped" in r and "upper" in r for r in guard.check_rewrite("A 7 mm nodule in the right lobe.", nod))
+    assert any("introduced" in r and "spiculated" in r
+               for r in guard.check_rewrite("A spiculated 7 mm nodule in the right upper lobe.", nod))
+    eff = _orig("Pleural effusion on the left, about 150 mL.", ["Pleural effusion"])
+    assert guard.check_rewrite("Left pleural effusions of approximately 150 mL.", eff) == []  # style + plural only
+
+
+def test_model_only_findings_read_as_model_estimates():
+    from chatapp.evaluation.labeler import find_mentions
+
+    st = make_study(nodule_mm=None, laa=1.0, probs={"Consolidation": 0.73, "Bronchiectasis": 0.61}, effusion_ml=0)
+    st.weights = "astra-small demo"
+    rep = Pipeline.from_config(model=False, store=False).report(st)
+    lung = [s for sec in rep.sections[:10] for s in sec.sentences if s.findings]
+    assert {s.findings[0] for s in lung} == {"Consolidation", "Bronchiectasis"}
+    for s in lung:
+        assert s.source == "model" and "suggested by the image model" in s.text and "verify" in s.text
+        assert "demo weights trained on synthetic phantoms" in s.text and " is present" not in s.text
+        p = st.probabilities[s.findings[0]]
+        assert f"probability {p:.2f}" in s.text and s.confidence == pytest.approx(p, abs=1e-3)
+        assert [(m.finding, m.negated) for m in find_mentions(s.text)] == [(s.findings[0], False)]
+    imp = rep.sections[[x.region for x in rep.sections].index("impression")].sentences
+    assert len(imp) == 1 and imp[0].source == "model" and imp[0].text.startswith("Suggested by the image model only")
+    assert sorted(imp[0].findings) == ["Bronchiectasis", "Consolidation"]
+    assert guard.positive_findings(rep.to_text()) == {"Consolidation", "Bronchiectasis"}
+    assert rep.guard["unsupported_after_guard"] == 0
+    st2 = make_study(probs={"Consolidation": 0.73})  # measured nodule/emphysema/effusion first, model apart
+    imp2 = build_structured_report(st2, report_settings({})).sections[10].sentences
+    assert [s.source for s in imp2] == ["measured"] * (len(imp2) - 1) + ["model"]
+
+
 class RewritingModel:
     """Stands in for CTScribeModel.generate: returns a scripted rewrite per call."""
 
@@ -124,7 +166,7 @@ class RewritingModel:
 
 def test_guard_reverts_bad_llm_rewrites_and_records_them():
     st = make_study(probs={})  # findings: emphysema, nodule, pleural effusion (measured)
-    model = RewritingModel(["Emphysema affecting 12.3% of the lungs below -950 HU (LAA-950).",  # accepted
+    model = RewritingModel(["There is emphysema with 12.3% of the lung volume below -950 HU (LAA-950).",  # accepted
                             "A 9 mm nodule in the right upper lobe with pleural effusion.",  # rejected
                             "Left pleural effusion of about 150 mL."])  # accepted
     pipe = Pipeline.from_config(model=model, store=False)
@@ -132,7 +174,7 @@ def test_guard_reverts_bad_llm_rewrites_and_records_them():
     rep = pipe.report(st)
     text = rep.to_text()
     assert "9 mm" not in text and "7 mm nodule in the right upper lobe" in text
-    assert "Emphysema affecting 12.3%" in text
+    assert "There is emphysema with 12.3%" in text
     rej = rep.guard["rejected"]
     assert len(rej) == 1 and rej[0]["llm_text"].startswith("A 9 mm")
     assert any("number 9" in r for r in rej[0]["reasons"])
