@@ -87,8 +87,12 @@ def _zip_tmp_dirs() -> set[str]:
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("ctscribe-zip-")}
 
 
-def test_zip_slip_writes_nothing_outside_and_temp_dirs_are_removed(tmp_path):
+def test_zip_slip_writes_nothing_outside_and_temp_dirs_are_removed(tmp_path, monkeypatch):
+    private_tmp = tmp_path / "tmp"  # a private temp root: other processes' extractions cannot make this flaky
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     before = _zip_tmp_dirs()
+    assert before == set()
     cases = {b.__name__: build_case(b, tmp_path) for b in BUILDERS if "zip" in b.__name__ or "slip" in b.__name__
              or "bomb" in b.__name__ or "symlink" in b.__name__}
     for case in cases.values():
