@@ -38,6 +38,8 @@ def check_zip(zf: zipfile.ZipFile, *, max_total_mb: float, max_ratio: float, max
     files: list[zipfile.ZipInfo] = []
     for info in infos:
         n = info.filename.replace("\\", "/")
+        if not n:
+            raise CorruptFileError(f"{name} has an entry with an empty name; the zip is damaged. Re-create it.")
         parts = PurePosixPath(n).parts
         if n.startswith("/") or (parts and ":" in parts[0]) or ".." in parts:
             raise UnsafeArchiveError(f"{name} has an entry that escapes the extraction folder ({n!r}); refusing it. "
@@ -69,7 +71,7 @@ def extracted_zip(path: Path, *, max_total_mb: float, max_ratio: float) -> Itera
     try:
         try:
             zf = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as e:
+        except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError) as e:  # incl. "zip file version 6.4"
             raise CorruptFileError(f"the zip file is damaged ({e}); re-create or re-download it.") from None
         with zf:
             for info in check_zip(zf, max_total_mb=max_total_mb, max_ratio=max_ratio, name=f"the zip file {path.name}"):
@@ -95,5 +97,6 @@ def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> Non
                     raise UnsafeArchiveError(f"zip entry {info.filename!r} is larger than its header says; "
                                              "refusing a possible zip bomb.")
                 dst.write(chunk)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:  # CRC errors, truncated data, zlib errors
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as e:
+        # CRC errors, truncated data, zlib errors, a compression method the zipfile module does not know
         raise CorruptFileError(f"zip entry {info.filename!r} is damaged ({e}); re-create the zip.") from None

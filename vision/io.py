@@ -415,7 +415,7 @@ def _npz(p: Path, spacing, limits: IngestLimits) -> _Raw:
             check_zip(zf, max_total_mb=min(limits.zip_max_total_mb, limits.max_voxels * 8 / 2**20),
                       max_ratio=limits.zip_max_ratio, name=p.name)
         npz = np.load(p, allow_pickle=False)
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, NotImplementedError, EOFError) as e:  # damaged, or an unknown zip version/method
         raise CorruptFileError(f"{p.name} is a damaged .npz ({e}); save it again.") from None
     with npz:
         keys = list(npz.files)
