@@ -249,7 +249,7 @@ class Pipeline:
         rep = build_structured_report(study, self.settings, recommend=self._recommend, calls=calls)
         rep.guard["llm"] = "not used"
         mode = str(self.settings.get("rephrase", "findings"))
-        if self.settings.get("use_llm", True) and mode != "none":
+        if self._llm_enabled() and mode != "none":
             m = self.model
             if m is None:
                 rep.guard["llm"] = "skipped: model unavailable"
@@ -270,24 +270,40 @@ class Pipeline:
             self._seen[c.key] = c
         return rep
 
+    def _llm_enabled(self) -> bool:
+        """``report.use_llm``: true / false, or "auto" = only when the model's LLM runs on a GPU.
+
+        On CPU the embedded 135M LLM costs 3-40 s per sentence on 2 cores and its rewrites were mostly rejected by
+        the guard (1 of 6 accepted on the TCIA sentences, numbers swapped), so "auto" keeps CPU drafts structured.
+        """
+        v = self.settings.get("use_llm", "auto")
+        if isinstance(v, str) and v.lower() == "auto":
+            m = self.model
+            dev = getattr(getattr(m, "llm", None), "device", None) if m is not None else None
+            return getattr(dev, "type", str(dev)) == "cuda"
+        return bool(v)
+
     def _rephrase(self, rep: Report, mode: str) -> dict[str, str]:
+        """LLM rewrites by sentence id. Model-estimate sentences are never rephrased (their wording is the honesty)."""
         out: dict[str, str] = {}
         m = self.model
+        cap = int(self.settings.get("max_new_tokens", 60))
+        tok = getattr(getattr(m, "llm", None), "tokenizer", None)
         for sec in rep.sections:
             if sec.region in ("recommendations", "impression"):  # the impression restates findings verbatim
                 continue
             for s in sec.sentences:
-                if mode == "findings" and not s.findings:
+                if (mode == "findings" and not s.findings) or s.source == "model":
                     continue
+                budget = prompts.rephrase_max_new_tokens(s.text, tok, cap)
                 try:
-                    text = m.generate(prompts.rephrase_messages(s.text, sec.title),
-                                      max_new_tokens=int(self.settings.get("max_new_tokens", 60)))
+                    text = m.generate(prompts.rephrase_messages(s.text), max_new_tokens=budget)
                 except TypeError:
-                    text = m.generate(prompts.rephrase_messages(s.text, sec.title))
+                    text = m.generate(prompts.rephrase_messages(s.text))
                 except Exception as e:
                     self._warn(f"LLM rephrasing failed ({type(e).__name__}: {e}); structured sentences kept")
                     return out
-                out[s.id] = str(text).strip().split("\n")[0]
+                out[s.id] = prompts.clean_rephrase(str(text))
         return out
 
     def _recommend(self, calls: dict[str, FindingCall]) -> tuple[list[Sentence], list[Citation]]:

@@ -6,16 +6,20 @@ lets the guard, the tests and the app share one source of truth.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from vision.registry import region as region_info
 
 REPHRASE_SYSTEM = (
-    "You are a careful radiology assistant. Rewrite the given CT report sentence so it reads fluently. "
-    "Keep every finding and every number exactly as given. Do not add findings, causes, or numbers. "
-    "Answer with the rewritten sentence only."
+    "You rewrite one CT report sentence in radiology style. Keep every medical word and every number exactly. "
+    "Reply with the rewritten sentence only."
 )
+
+# One worked example: a 135M instruct model copies the answer format of a shown example far more reliably than it
+# follows an instruction (without it SmolLM2 echoed "Section: Lungs" for 6 of 8 sentences on the TCIA CT).
+REPHRASE_EXAMPLE = ("Pleural effusion on the left, about 150 mL.", "There is a left pleural effusion of about 150 mL.")
 
 CHAT_SYSTEM = (
     "You are ctscribe, an assistant that answers questions about one chest CT scan. "
@@ -171,9 +175,45 @@ def pick_variant(options: Sequence[str], seed: str) -> str:
     return options[zlib.crc32(seed.encode("utf-8")) % len(options)]
 
 
-def rephrase_messages(sentence: str, region_label: str) -> list[dict[str, str]]:
+def rephrase_messages(sentence: str, region_label: str = "") -> list[dict[str, str]]:
+    """Chat messages asking the LLM to rephrase one structured sentence: system, one example turn, the sentence alone.
+
+    ``region_label`` is accepted for compatibility and not shown: small models echo it back ("Section: Lungs").
+    """
+    ex_in, ex_out = REPHRASE_EXAMPLE
     return [{"role": "system", "content": REPHRASE_SYSTEM},
-            {"role": "user", "content": f"Section: {region_label}\nSentence: {sentence}\nRewritten sentence:"}]
+            {"role": "user", "content": ex_in}, {"role": "assistant", "content": ex_out},
+            {"role": "user", "content": sentence}]
+
+
+_ECHO = re.compile(r"^\s*(?:section|sentence|rewritten sentence|rewrite|answer)\s*:\s*", re.IGNORECASE)
+
+
+def clean_rephrase(text: str) -> str:
+    """First non-empty line of an LLM rewrite without echoed labels ("Section: Lungs", "Rewritten sentence:").
+
+    A line that is only a label with a section name (no sentence) comes back empty, which the guard rejects.
+    """
+    for line in str(text).splitlines():
+        line = line.strip().strip('"').strip()
+        if not line:
+            continue
+        if re.match(r"^\s*section\s*:", line, re.IGNORECASE):
+            continue  # "Section: Lungs" carries no sentence
+        return _ECHO.sub("", line).strip()
+    return ""
+
+
+def rephrase_max_new_tokens(sentence: str, tokenizer: Any = None, cap: int = 60) -> int:
+    """Generation budget near the source length: a faithful rewrite is about as long as the sentence.
+
+    Args:
+        sentence: the structured sentence.
+        tokenizer: the LLM's tokenizer (``None``: ~4 characters per token).
+        cap: upper bound (``report.max_new_tokens``).
+    """
+    n = len(tokenizer(sentence, add_special_tokens=False).input_ids) if tokenizer is not None else len(sentence) // 4
+    return max(8, min(int(cap), int(n * 1.3) + 6))
 
 
 def chat_messages(facts: str, passages: Sequence[Any], history: Sequence[dict[str, str]],

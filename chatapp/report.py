@@ -35,7 +35,7 @@ DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "use_llm": True,
+    "use_llm": "auto",  # true | false | "auto" (only when the LLM runs on a GPU; see configs/default.yaml)
     "use_model": True,  # false → no CT model at all (measurements only), e.g. for fast batch runs and tests
     "use_store": True,  # false → no knowledge store (built-in citation for recommendations, no passages in chat)
     "probability_threshold": 0.5,  # P(finding) at or above which a model-only finding is reported

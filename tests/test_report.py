@@ -169,7 +169,7 @@ def test_guard_reverts_bad_llm_rewrites_and_records_them():
     model = RewritingModel(["There is emphysema with 12.3% of the lung volume below -950 HU (LAA-950).",  # accepted
                             "A 9 mm nodule in the right upper lobe with pleural effusion.",  # rejected
                             "Left pleural effusion of about 150 mL."])  # accepted
-    pipe = Pipeline.from_config(model=model, store=False)
+    pipe = Pipeline.from_config(model=model, store=False, use_llm=True)
     st.weights = model.weights_label
     rep = pipe.report(st)
     text = rep.to_text()
@@ -180,6 +180,31 @@ def test_guard_reverts_bad_llm_rewrites_and_records_them():
     assert any("number 9" in r for r in rej[0]["reasons"])
     assert len(rep.guard["accepted"]) == 2
     assert "demo weights" in rep.weights
+
+
+def test_rephrase_prompt_shows_the_sentence_alone_and_echoes_are_stripped():
+    from chatapp import prompts
+
+    msgs = prompts.rephrase_messages("A 7 mm nodule in the right upper lobe.", "Lungs")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]  # one worked example
+    assert msgs[-1]["content"] == "A 7 mm nodule in the right upper lobe." and "Section" not in str(msgs)
+    assert prompts.clean_rephrase("SECTION: Lungs\nSentence: A 7 mm nodule.\nRewritten") == "A 7 mm nodule."
+    assert prompts.clean_rephrase("Section: Heart") == ""
+    assert prompts.clean_rephrase("Rewritten sentence: There is a 7 mm nodule.") == "There is a 7 mm nodule."
+    assert 8 <= prompts.rephrase_max_new_tokens("A 7 mm nodule in the right upper lobe.", None, 60) < 20
+    assert prompts.rephrase_max_new_tokens("x" * 2000, None, 60) == 60
+
+
+def test_llm_auto_is_off_on_cpu_and_model_estimates_are_never_rephrased():
+    st = make_study(probs={"Consolidation": 0.8})
+    model = RewritingModel(["Emphysema is present."] * 10)
+    rep = Pipeline.from_config(model=model, store=False, use_llm="auto").report(st)
+    assert rep.guard["llm"] == "not used" and model.rewrites  # no GPU LLM → structured sentences only
+    model = RewritingModel(["Emphysema is present."] * 10)
+    rep = Pipeline.from_config(model=model, store=False, use_llm=True).report(st)
+    cons = [s for s in rep.sentences() if s.findings == ["Consolidation"] and s.region == "lung"][0]
+    assert cons.id not in {r["id"] for r in rep.guard["rejected"] + rep.guard["accepted"]}
+    assert rep.guard["rephrased"] == 3  # nodule, emphysema, effusion (measured) only
 
 
 def test_audit_removes_unsupported_sentences():
