@@ -51,7 +51,9 @@ def truth_nodules(ph: Any) -> list[dict[str, Any]]:
 
 
 def evaluate(n: int = 200, seed0: int = 100000, shape=(256, 256, 128), spacing=(1.4, 1.4, 2.5), pipe: Any = None,
-             questions: int = 6, log=print) -> dict[str, Any]:
+             questions: int = 6, log=print, records: list | None = None) -> dict[str, Any]:
+    """Run the evaluation; ``records`` (when a list) receives per-phantom truth, probabilities and calls, so
+    thresholds can be tuned offline on a separate seed range (``tools/eval_phantom_reports.py --dump``)."""
     import numpy as np
 
     from chatapp.evaluation.labeler import label_report
@@ -80,6 +82,11 @@ def evaluate(n: int = 200, seed0: int = 100000, shape=(256, 256, 128), spacing=(
             t, p = int(ph.labels.get(name, 0)), int(pred.get(name, 0))
             tp[name] += t and p; fp[name] += (not t) and p; fn[name] += t and (not p)
         unsupported += int(rep.guard.get("unsupported_after_guard", 0))
+        if records is not None:
+            records.append({"seed": seed, "truth": {k: int(ph.labels.get(k, 0)) for k in FINDING_NAMES},
+                            "pred": {k: int(pred.get(k, 0)) for k in FINDING_NAMES},
+                            "probabilities": dict(study.probabilities),
+                            "calls": {k: v["source"] for k, v in rep.guard.get("calls", {}).items()}})
         nods = truth_nodules(ph)
         nod_nums = [float(x) for s in rep.sentences() if "nodule" in s.text and s.region == "lung"
                     for x in _NUM.findall(s.text)]
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--dump", default=None, help="write per-phantom truth/probabilities/calls (JSON) for tuning")
     a = ap.parse_args(argv)
     from chatapp.cli import set_offline_env
     from chatapp.config import load_config
@@ -137,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
     set_offline_env()
     pipe = Pipeline.from_config(load_config(a.config, a.overrides))
+    recs: list | None = [] if a.dump else None
     res = evaluate(a.n, a.seed0, tuple(int(x) for x in a.shape.split(",")),
-                   tuple(float(x) for x in a.spacing.split(",")), pipe, log=lambda m: print(m, file=sys.stderr))
+                   tuple(float(x) for x in a.spacing.split(",")), pipe, log=lambda m: print(m, file=sys.stderr),
+                   records=recs)
+    if a.dump:
+        Path(a.dump).write_text(json.dumps(recs) + "\n")
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
