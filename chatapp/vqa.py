@@ -311,8 +311,10 @@ def answer_structured(p: ParsedQuestion, study: Study, calls: dict[str, FindingC
                  f" in {_region_phrase(p.region)}" if p.region else "")
         if present_here:
             detail = _size_text(sub) if sub.source == "measured" else None
-            basis = "measured" if call.source == "measured" else f"model probability {_prob(call):.2f}"
-            return Answer(f"Yes. {name} is present{where} ({basis})." + (f" {detail}" if detail else ""),
+            if call.source != "measured":  # a model guess is not a finding: say so (report wording, issue 7)
+                return Answer(f"Yes, possibly: {_model_estimate(call, weights)}{where}, not measured \u2014 "
+                              "verify.", evidence=ev, kind="presence", weights=weights)
+            return Answer(f"Yes. {name} is present{where} (measured)." + (f" {detail}" if detail else ""),
                           evidence=ev, kind="presence", weights=weights)
         return Answer(f"No. No {_label(name)} is seen{where}.", evidence=ev, kind="presence", weights=weights)
     if not call.present:
@@ -323,9 +325,18 @@ def answer_structured(p: ParsedQuestion, study: Study, calls: dict[str, FindingC
                       weights=weights)
     s = _size_text(sub if present_here else call) if call.source == "measured" else None
     if s is None:
-        s = (f"{name} is present (model probability {_prob(call):.2f}) but has no measurement on this scan, so I "
-             "can't give its size.")
+        s = (f"{_model_estimate(call, weights)[0].upper()}{_model_estimate(call, weights)[1:]} but has no "
+             "measurement on this scan, so I can't give its size.")
     return Answer(s, evidence=ev, kind="size", weights=weights)
+
+
+def _model_estimate(call: FindingCall, weights: str = "") -> str:
+    """'consolidation is suggested by the image model (probability 0.73; demo weights trained on synthetic
+    phantoms)'."""
+    from chatapp.schema import DEMO_WEIGHTS_NOTICE
+
+    note = f"; {DEMO_WEIGHTS_NOTICE}" if "demo" in (weights or "").lower() else ""
+    return f"{_label(call.name)} is suggested by the image model (probability {_prob(call):.2f}{note})"
 
 
 def _prob(call: FindingCall) -> float:

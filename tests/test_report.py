@@ -133,7 +133,11 @@ def test_model_only_findings_read_as_model_estimates():
 
     st = make_study(nodule_mm=None, laa=1.0, probs={"Consolidation": 0.73, "Bronchiectasis": 0.61}, effusion_ml=0)
     st.weights = "astra-small demo"
-    rep = Pipeline.from_config(model=False, store=False).report(st)
+    pipe = Pipeline.from_config(model=False, store=False, thresholds={})  # default 0.5 (not the demo-tuned ones)
+    rep = pipe.report(st)
+    a = pipe.ask(st, "Is there consolidation in the lung?")  # the chat is as honest as the report
+    assert a.text.startswith("Yes, possibly") and "suggested by the image model (probability 0.73" in a.text
+    assert "synthetic phantoms" in a.text and "verify" in a.text
     lung = [s for sec in rep.sections[:10] for s in sec.sentences if s.findings]
     assert {s.findings[0] for s in lung} == {"Consolidation", "Bronchiectasis"}
     for s in lung:
