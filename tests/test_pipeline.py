@@ -141,7 +141,10 @@ def test_phantom_eval_ci_sized():
     res = mod.evaluate(4, seed0=200000, shape=(128, 128, 64), spacing=(2.8, 2.8, 5.0),
                        pipe=Pipeline.from_config(model=False, store=False), questions=3, log=None)
     assert res["unsupported_after_guard"] == 0
-    assert res["tp"] > 0 and 0 < res["ce_micro_f1"] <= 1
+    # measured on 2026-11-30 (measurements only, seeds 200000-200003): F1 0.647, TP 11, FP 1, template 0.5;
+    # floors a little below so anatomy noise does not flake, high enough that a broken measurement path fails
+    assert res["ce_micro_f1"] >= 0.6 and res["tp"] >= 10 and res["fp"] <= 2
+    assert res["template_accuracy"] >= 0.45
     assert res["distinct_output_ratio"] == 1.0 and res["top_template_share"] <= 0.5
     assert set(res["template_accuracy_by_type"]) == {"presence", "location", "size"}
 
