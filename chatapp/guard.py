@@ -42,12 +42,13 @@ def extract_numbers(text: str) -> list[float]:
 # Words a rewrite may add or drop freely: grammar and reporting style, never anatomy, findings or qualifiers.
 # Everything else of >= 4 letters is a content word: a rewrite must keep the structured sentence's content words
 # and may not bring new ones (a 135M model's "synonyms" are where wrong anatomy and made-up terms come from).
-STYLE_WORDS: frozenset[str] = frozenset("""
+_STYLE_TEXT = """
 about also approximately approximate appear appears appearing around been being both demonstrate demonstrates
 demonstrated detected does evident evidence findings finding from have having here identified image imaging into
 measure measures measured measuring measurement noted note observed present presence seen shown show shows
 some that their there these this those visible visualized visualised were where which with within
-""".split())
+"""
+STYLE_WORDS: frozenset[str] = frozenset(_STYLE_TEXT.split())
 _WORD = re.compile(r"[a-z]+")
 
 

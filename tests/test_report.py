@@ -206,7 +206,7 @@ def test_llm_auto_is_off_on_cpu_and_model_estimates_are_never_rephrased():
     assert rep.guard["llm"] == "not used" and model.rewrites  # no GPU LLM → structured sentences only
     model = RewritingModel(["Emphysema is present."] * 10)
     rep = Pipeline.from_config(model=model, store=False, use_llm=True).report(st)
-    cons = [s for s in rep.sentences() if s.findings == ["Consolidation"] and s.region == "lung"][0]
+    cons = next(s for s in rep.sentences() if s.findings == ["Consolidation"] and s.region == "lung")
     assert cons.id not in {r["id"] for r in rep.guard["rejected"] + rep.guard["accepted"]}
     assert rep.guard["rephrased"] == 3  # nodule, emphysema, effusion (measured) only
 
