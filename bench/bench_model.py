@@ -2,6 +2,7 @@
 two ablations (cues only / visual tokens only) as teacher-forced report NLL against the full model.
 
     python bench/bench_model.py [--checkpoint chatapp/weights/demo] [--n 200] [--seed 100000] [--nll-n 20]
+                                [--index seeds.jsonl]
 
 Prints one JSON object. Encoder features are cached by content hash under $CTSCRIBE_HOME, so reruns are cheap.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,6 +24,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=100_000, help="phantom seeds [seed, seed+n): unseen by training")
     ap.add_argument("--nll-n", type=int, default=20, help="phantoms used for the ablation NLL")
+    ap.add_argument("--index", action="append", default=[],
+                    help="JSONL seed→feature-key index (bench/train_prototypes.py): cached phantoms skip regeneration")
     args = ap.parse_args()
 
     from chatapp.cli import set_offline_env
@@ -35,12 +40,28 @@ def main() -> None:
     model = CTScribeModel.from_config(cfg)
     t0 = time.time()
     shape = tuple(model.preset_params["spatial_size"])
-    src = PhantomSource(args.n, seed=args.seed, shape=shape, spacing=(3.6, 3.6, 5.0))
-    items = featurize(model, src)
+    if args.index:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from train_prototypes import load_items
+
+        index = {}
+        for f in args.index:
+            for line in open(f, encoding="utf-8"):
+                rec = json.loads(line)
+                index[int(rec["seed"])] = rec
+        items = load_items(model, list(range(args.seed, args.seed + args.n)), index, shape, (3.6, 3.6, 5.0))
+        for it in items:  # the ablation NLL needs the report pair; rebuild it only for those few phantoms
+            it.setdefault("pairs", None)
+    else:
+        src = PhantomSource(args.n, seed=args.seed, shape=shape, spacing=(3.6, 3.6, 5.0))
+        items = featurize(model, src)
     t_feat = time.time() - t0
     res = evaluate_findings(model, items)
     ablations = {}
     sub = items[: args.nll_n]
+    if any(it.get("pairs") is None for it in sub):
+        sub = featurize(model, PhantomSource(args.nll_n, seed=args.seed, shape=shape, spacing=(3.6, 3.6, 5.0)),
+                        progress=False)
     for name, (vis, cues) in {"full": (True, True), "cues_only": (False, True), "visual_only": (True, False),
                               "neither": (False, False)}.items():
         model.use_visual_tokens, model.use_cues = vis, cues

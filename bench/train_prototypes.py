@@ -1,0 +1,223 @@
+"""Retrain only the disease prototype memory of a checkpoint on cached encoder features of synthetic phantoms.
+
+The prototype memory sees the frozen encoder's tokens and feeds the LLM only through the cue text, so it can be
+retrained without touching the bridge (which was aligned with the LLM). Phantom seeds ``[seed, seed + n)`` are split
+by seed into train and validation (every ``--val-every``-th seed is validation); training uses AdamW with weight
+decay, token dropout and early stopping on the validation macro AUROC; the best state is written back into the
+checkpoint's ``prototypes.safetensors`` (same keys, same dtype) when ``--write`` is given.
+
+    python bench/train_prototypes.py --checkpoint chatapp/weights/demo --n 400 --write
+
+Encoder features are cached by content hash under $CTSCRIBE_HOME (the first run encodes every phantom).
+``--index FILE.jsonl`` (lines ``{"seed", "key", "labels"}``) skips regenerating phantoms whose features are cached.
+Evaluate on unseen seeds with ``bench/bench_model.py --seed 100000 --n 200``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_items(model, seeds: list[int], index: dict[int, dict], shape, spacing) -> list[dict]:
+    """Encoder tokens (N, D) and labels (K,) per phantom seed, from the feature cache where the index allows."""
+    from chatapp.datasets import PhantomSource
+    from chatapp.train import featurize
+
+    items, missing = [], []
+    for s in seeds:
+        rec = index.get(s)
+        hit = model._cache.get(rec["key"]) if rec is not None and model._cache is not None else None
+        if hit is None:
+            missing.append(s)
+        else:
+            items.append({"key": f"phantom-{s}", "x": hit, "labels": torch.tensor(rec["labels"]), "seed": s})
+    for s in missing:  # consecutive runs are rare here; encode one source per seed (cached afterwards)
+        it = featurize(model, PhantomSource(1, seed=s, shape=shape, spacing=spacing), progress=False)[0]
+        items.append({**it, "seed": s})
+    return sorted(items, key=lambda it: it["seed"])
+
+
+def macro_auroc(mem, items: list[dict]) -> tuple[float, dict[int, float]]:
+    """Macro AUROC over findings with both classes present; per-finding AUROC by finding index."""
+    from sklearn.metrics import roc_auc_score
+
+    mem.eval()
+    with torch.no_grad():
+        p = torch.sigmoid(mem(torch.stack([it["x"] for it in items]).float()))
+    y = torch.stack([it["labels"] for it in items])
+    per = {k: float(roc_auc_score(y[:, k].numpy(), p[:, k].numpy())) for k in range(y.shape[1])
+           if 0 < y[:, k].sum() < len(y)}
+    return (sum(per.values()) / len(per) if per else math.nan), per
+
+
+def fit(mem, train: list[dict], val: list[dict], *, epochs: int, lr: float, wd: float, batch: int,
+        keep: float, noise: float, patience: int, seed: int) -> dict:
+    """Train ``mem`` in place; returns the history. Keeps the state with the best validation macro AUROC.
+
+    Args:
+        keep: fraction of tokens kept per example per step (token dropout).
+        noise: std of Gaussian noise added to the layer-normed-scale tokens (relative to each token's std).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([it["x"] for it in train]).float()  # (B, N, D)
+    y = torch.stack([it["labels"] for it in train]).float()
+    opt = torch.optim.AdamW(mem.parameters(), lr=lr, weight_decay=wd)
+    best, best_state, best_epoch, hist = -1.0, None, 0, []
+    n_keep = max(1, round(keep * x.shape[1]))
+    for epoch in range(1, epochs + 1):
+        mem.train()
+        order = torch.randperm(len(x), generator=g)
+        tot = 0.0
+        for i in range(0, len(x), batch):
+            idx = order[i:i + batch]
+            xb = x[idx]
+            if n_keep < xb.shape[1]:
+                sel = torch.rand(len(idx), xb.shape[1], generator=g).argsort(dim=1)[:, :n_keep]
+                xb = torch.gather(xb, 1, sel[..., None].expand(-1, -1, xb.shape[2]))
+            if noise > 0:
+                xb = xb + noise * xb.std(dim=-1, keepdim=True) * torch.randn(xb.shape, generator=g)
+            loss = mem.loss(xb, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+        auc, _ = macro_auroc(mem, val)
+        hist.append({"epoch": epoch, "loss": tot / len(x), "val_macro_auroc": auc})
+        if auc > best:
+            best, best_state, best_epoch = auc, copy.deepcopy(mem.state_dict()), epoch
+        elif epoch - best_epoch >= patience:
+            break
+    mem.load_state_dict(best_state)
+    return {"best_epoch": best_epoch, "best_val_macro_auroc": best, "history": hist}
+
+
+def _layer_norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.layer_norm(x.float(), x.shape[-1:])
+
+
+def fit_projected(mem, train: list[dict], val: list[dict], dim: int, **kw) -> dict:
+    """Train ``mem`` (in_dim D) in a PCA subspace of the layer-normed tokens, then fold the projection back.
+
+    Tokens (N, D) → LayerNorm (no affine) → centred → projection P (dim, D). A small memory with an identity norm
+    is trained on the projected tokens (``fit``), and its key/value layers are folded into ``mem``'s:
+    ``W_D = W_dim P`` and ``b_D = b_dim - W_dim P c``, with ``mem.norm`` reset to the identity affine. The result is
+    exactly the small model's function on the original tokens, at a fraction of the training cost.
+    """
+    from vision.prototypes import PrototypeMemory
+
+    flat = torch.cat([_layer_norm(it["x"]) for it in train])  # (n*N, D)
+    c = flat.mean(0)
+    _, _, v = torch.linalg.svd(flat - c, full_matrices=False)
+    p = v[:dim]  # (dim, D)
+
+    def proj(items):
+        return [{**it, "x": (_layer_norm(it["x"]) - c) @ p.T} for it in items]
+
+    small = PrototypeMemory(dim, width=mem.width, num_findings=mem.queries.shape[0],
+                            prototypes_per_class=mem.pos.shape[1], temperature=mem.temperature)
+    small.norm = torch.nn.Identity()
+    res = fit(small, proj(train), proj(val), **kw)
+    with torch.no_grad():
+        mem.norm.weight.fill_(1.0)
+        mem.norm.bias.zero_()
+        for name in ("key", "value"):
+            s_lin, b_lin = getattr(small, name), getattr(mem, name)
+            b_lin.weight.copy_(s_lin.weight @ p)
+            b_lin.bias.copy_(s_lin.bias - s_lin.weight @ p @ c)
+        for name in ("queries", "pos", "neg", "bias"):
+            getattr(mem, name).copy_(getattr(small, name))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="chatapp/weights/demo")
+    ap.add_argument("--seed", type=int, default=0, help="phantom seeds [seed, seed + n) (train + validation)")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--val-every", type=int, default=5, help="every k-th seed is a validation phantom")
+    ap.add_argument("--index", action="append", default=[], help="JSONL seed→feature-key index (optional)")
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--patience", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--keep", type=float, default=0.75, help="token dropout: fraction of tokens kept")
+    ap.add_argument("--noise", type=float, default=0.1)
+    ap.add_argument("--init", choices=("checkpoint", "random"), default="random")
+    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--pca-dim", type=int, default=256, help="train in this PCA subspace, then fold (0: full)")
+    ap.add_argument("--write", action="store_true", help="write the best prototypes into the checkpoint")
+    args = ap.parse_args()
+
+    from chatapp.cli import set_offline_env
+
+    set_offline_env()
+    from safetensors.torch import load_file, save_file
+
+    from chatapp.config import load_config
+    from chatapp.model import CTScribeModel
+    from vision.prototypes import PrototypeMemory
+    from vision.registry import FINDING_NAMES
+
+    t0, c0 = time.time(), time.process_time()
+    cfg = load_config(None, [f"model.checkpoint={args.checkpoint}", "model.llm.quantization=none"])
+    model = CTScribeModel.from_config(cfg)
+    index: dict[int, dict] = {}
+    for f in args.index:
+        for line in Path(f).read_text().splitlines():
+            rec = json.loads(line)
+            index[int(rec["seed"])] = rec
+    shape = tuple(model.preset_params["spatial_size"])
+    seeds = list(range(args.seed, args.seed + args.n))
+    items = load_items(model, seeds, index, shape, (3.6, 3.6, 5.0))
+    val = [it for it in items if it["seed"] % args.val_every == 0]
+    train = [it for it in items if it["seed"] % args.val_every != 0]
+    t_feat = time.time() - t0
+
+    torch.manual_seed(args.train_seed)
+    old = model.bridge.prototypes
+    a = model.arch["prototypes_arch"]
+    mem = PrototypeMemory(model.encoder.dim, width=int(a.get("width", 128)),
+                          prototypes_per_class=int(a.get("per_class", 4)),
+                          temperature=float(a.get("temperature", 0.1)))
+    if args.init == "checkpoint":
+        mem.load_state_dict(old.state_dict())
+    before, _ = macro_auroc(old.float(), val)
+    fitter = (lambda *a, **k: fit_projected(*a, dim=args.pca_dim, **k)) if args.pca_dim else fit
+    res = fitter(mem, train, val, epochs=args.epochs, lr=args.lr, wd=args.wd, batch=args.batch, keep=args.keep,
+              noise=args.noise, patience=args.patience, seed=args.train_seed)
+    after, per = macro_auroc(mem, val)
+    out = {"n_train": len(train), "n_val": len(val), "val_macro_auroc_before": before,
+           "val_macro_auroc_after": after, "best_epoch": res["best_epoch"],
+           "val_per_finding": {FINDING_NAMES[k]: round(v, 3) for k, v in per.items()},
+           "featurize_s": round(t_feat, 1), "wall_s": round(time.time() - t0, 1),
+           "cpu_s": round(time.process_time() - c0, 1), "args": vars(args)}
+    if args.write:
+        path = Path(args.checkpoint) / "prototypes.safetensors"
+        ref = load_file(str(path))
+        sd = mem.state_dict()
+        if set(sd) != set(ref):
+            raise SystemExit(f"prototype keys differ from {path}: {sorted(set(sd) ^ set(ref))}")
+        save_file({k: v.detach().to(ref[k].dtype).contiguous() for k, v in sd.items()}, str(path))
+        meta_path = Path(args.checkpoint) / "config.json"
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("train", {})["prototypes"] = {
+            "command": "python bench/train_prototypes.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                if k not in ("write", "index", "checkpoint")) + " --write",
+            "data": {"kind": "phantom", "seed": args.seed, "n": args.n, "val_every": args.val_every},
+            "best_epoch": res["best_epoch"], "val_macro_auroc": round(after, 4)}
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        out["written"] = str(path)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
