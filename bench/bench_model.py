@@ -46,7 +46,7 @@ def main() -> None:
 
         index = {}
         for f in args.index:
-            for line in open(f, encoding="utf-8"):
+            for line in Path(f).read_text(encoding="utf-8").splitlines():
                 rec = json.loads(line)
                 index[int(rec["seed"])] = rec
         items = load_items(model, list(range(args.seed, args.seed + args.n)), index, shape, (3.6, 3.6, 5.0))
