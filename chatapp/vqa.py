@@ -291,9 +291,12 @@ def answer_structured(p: ParsedQuestion, study: Study, calls: dict[str, FindingC
     name = p.findings[0]
     call = calls[name]
     ev = list(call.evidence)
-    if p.region and p.region in study.absent_regions:
-        return Answer(prompts.absent_region_text(p.region) + f" I can't say whether there is {_label(name)} there.",
-                      evidence=[Evidence("region", f"{p.region}: absent", False, p.region)], kind=p.kind,
+    from vision.registry import finding as _finding
+
+    where = p.region or _finding(name).region  # no region asked: the finding's own region must be in view
+    if where in study.absent_regions:
+        return Answer(prompts.absent_region_text(where) + f" I can't say whether there is {_label(name)} there.",
+                      evidence=[Evidence("region", f"{where}: absent", False, where)], kind=p.kind,
                       weights=weights)
     if call.source == "none":
         return Answer(f"I can't answer that from this scan: {_label(name)} was not assessed ({call.note}).",

@@ -115,3 +115,16 @@ def test_parser_units():
     assert parse_question("What is the size of the nodule in the lung?").kind == "size"
     assert parse_question("Where in the image is the consolidation located?").kind == "location"
     assert parse_question("What abnormalities are present in the scan?").kind == "abnormality"
+
+
+def test_presence_question_without_region_respects_the_field_of_view():
+    """'Is there a lung nodule?' on a scan without lungs must not answer 'No' (seen in the real-pipeline browser run)."""
+    from chatapp.report import call_findings
+    from chatapp.schema import Study
+    from chatapp.vqa import answer_structured
+
+    study = Study(study_id="x", volume=None, absent_regions=["lung", "heart"])
+    ans = answer_structured(parse_question("Is there a lung nodule?"), study, call_findings(study, {}))
+    assert ans is not None
+    assert not ans.text.lower().startswith("no"), ans.text
+    assert "field of view" in ans.text.lower()
