@@ -6,17 +6,12 @@ Tests skip cleanly when /usr/bin/chromium or playwright is missing. The browser 
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, shared_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -28,45 +23,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# One server helper for every test and tool that drives the app: tools/load_test.py (not a package, loaded by path).
+_spec = importlib.util.spec_from_file_location("ctscribe_load_test", ROOT / "tools" / "load_test.py")
+_load_test = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_load_test)
+stop_server = _load_test.stop_server
 
 
 def start_server(pipeline: str | None, home: Path, timeout: float = 90.0):
     """Run ``ctscribe serve`` on a free loopback port; returns (process, base URL, log path)."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "CTSCRIBE_HOME": str(home),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("CTSCRIBE_AUTH", None)
-    cmd = [sys.executable, "-m", "chatapp.cli", "serve", "--port", str(port)]
-    if pipeline:
-        cmd += ["--pipeline", pipeline]
-    log = home / f"server-{port}.log"
-    home.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url, log
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"app server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return _load_test.start_server(home, pipeline=pipeline, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
