@@ -32,6 +32,12 @@ DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
     "Coronary artery wall calcification": {"measurement": ["coronary_calcium_score"], "min": 1.0},
     "Arterial wall calcification": {"measurement": ["aortic_calcium_score"], "min": 1.0},
     "Medical material": {"measurement": ["medical_material"], "min": 1.0},
+    # ground-glass blobs (-700..-300 HU, opened 2 mm, >= 2 mL each); phantom opacities read 11-25 mL, the real
+    # TCIA chest CT 5.9 mL (partial-volume specks at vessel branchings)
+    "Lung opacity": {"measurement": ["ground_glass_volume_ml"], "min": 8.0},
+    # % parenchyma deviating > 50 HU from its coronal band; phantoms with mosaic read >= 11 %, without <= 0.1 %,
+    # the real TCIA chest CT 6.4 %
+    "Mosaic attenuation pattern": {"measurement": ["lung_attenuation_heterogeneity_percent"], "min": 10.0},
 }
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -266,6 +272,12 @@ def finding_sentences(call: FindingCall, settings: dict[str, Any], weights_note:
         text = f"Coronary artery wall calcification (approximate calcium score {v['coronary_calcium_score']:.0f})."
     elif f.name == "Arterial wall calcification":
         text = f"Arterial wall calcification of the aorta (approximate calcium score {v['aortic_calcium_score']:.0f})."
+    elif f.name == "Lung opacity":
+        text = (f"Ground-glass opacity in the lungs, about {v['ground_glass_volume_ml']:.0f} mL "
+                "(attenuation -700 to -300 HU).")
+    elif f.name == "Mosaic attenuation pattern":
+        text = (f"Mosaic attenuation pattern: {v['lung_attenuation_heterogeneity_percent']:.0f}% of the lung "
+                "parenchyma differs by more than 50 HU from its surroundings.")
     else:  # Medical material and any rule added by config
         text = prompts.MODEL_FINDING_TEXT[f.name]
     return [Sentence(text, f.region, mask, ev, "measured", round(call.confidence, 3), [f.name])]

@@ -235,6 +235,11 @@ def _size_text(call: FindingCall) -> str | None:
         return f"The pericardial effusion measures about {vals['pericardial_fluid_volume_ml']:.0f} mL."
     if n == "Emphysema" and "laa950_percent" in vals:
         return f"Emphysema involves {vals['laa950_percent']:.1f}% of the lung volume below -950 HU (LAA-950)."
+    if n == "Lung opacity" and "ground_glass_volume_ml" in vals:
+        return f"The ground-glass opacity measures about {vals['ground_glass_volume_ml']:.0f} mL."
+    if n == "Mosaic attenuation pattern" and "lung_attenuation_heterogeneity_percent" in vals:
+        return (f"The mosaic attenuation involves about {vals['lung_attenuation_heterogeneity_percent']:.0f}% of the "
+                "lung parenchyma.")
     if n == "Cardiomegaly" and "cardiothoracic_ratio" in vals:
         return f"The cardiothoracic ratio is {vals['cardiothoracic_ratio']:.2f}."
     if n == "Coronary artery wall calcification" and "coronary_calcium_score" in vals:

@@ -92,3 +92,22 @@ def test_cli_analyze_writes_masks_in_input_geometry(tmp_path):
     if m.any():
         assert hu[m].mean() < -500  # the mask lands on lung in the input's own voxel order
     assert len(list((tmp_path / "regions").glob("*.nii.gz"))) == 10
+
+
+def test_ground_glass_and_heterogeneity(run):
+    """Ground-glass volume and attenuation heterogeneity: high with an opacity + mosaic pattern, low without
+    (the ``run`` phantom has emphysema, which the heterogeneity index must not count as mosaic)."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom
+    from vision.regions import compute_regions
+
+    _, base, _ = run
+    b = _by_name(base)
+    assert b["ground_glass_volume_ml"].value < 8.0 and b["lung_attenuation_heterogeneity_percent"].value < 10.0
+    p = make_phantom(5, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33),
+                     findings={"Lung opacity": {"severity": 0.5, "size_mm": 50}, "Mosaic attenuation pattern": True})
+    m = _by_name(measure(p.volume, compute_regions(p.volume, backend="classical")))
+    assert m["ground_glass_volume_ml"].value >= 8.0 and m["ground_glass_volume_ml"].unit == "mL"
+    assert m["ground_glass_volume_ml"].extra["mask_id"] == "ground_glass"
+    assert m["lung_attenuation_heterogeneity_percent"].value >= 10.0
+    assert "coronal band" in m["lung_attenuation_heterogeneity_percent"].method

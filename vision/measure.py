@@ -12,6 +12,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from vision import regions_ops as ops
+from vision.measure_lung import (GGO_HU, GGO_MIN_COMPONENT_ML, GGO_OPEN_MM, HET_BAND_MM, HET_DEVIATION_HU,
+                                 HET_PARENCHYMA_HU, HET_SIGMA_MM, attenuation_heterogeneity, ground_glass)
 from vision.regions import RegionResult
 from vision.schema import Measurement
 from vision.volume import CTVolume
@@ -178,6 +180,26 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     else:
         meas += [absent("laa950_percent", "%", "lung", "no lung found"),
                  absent("mean_lung_density_hu", "HU", "lung", "no lung found")]
+    lung_w = s["lung_left"] | s["lung_right"]
+    if lung_w.sum() * vml > 50:
+        ggo_ml, ggo_pct, ggo = ground_glass(hu, lung_w, sp)
+        if ggo.any():
+            over["ground_glass"] = ggo
+        meas.append(Measurement("ground_glass_volume_ml", round(ggo_ml, 1), "mL",
+                                f"lung voxels {GGO_HU[0]:.0f}..{GGO_HU[1]:.0f} HU, opened with a {GGO_OPEN_MM:.0f} mm "
+                                f"ball (vessel edges and septa removed), blobs >= {GGO_MIN_COMPONENT_ML:.0f} mL",
+                                "lung", "medium", {"percent_of_lung": round(ggo_pct, 2),
+                                                   "mask_id": "ground_glass" if ggo.any() else None}))
+        het = attenuation_heterogeneity(hu, lung_w, sp)
+        if het is not None:
+            meas.append(Measurement("lung_attenuation_heterogeneity_percent", round(het, 1), "%",
+                                    f"share of lung parenchyma ({HET_PARENCHYMA_HU[0]:.0f}..{HET_PARENCHYMA_HU[1]:.0f} "
+                                    f"HU) whose {HET_SIGMA_MM:.0f} mm-smoothed density differs by > "
+                                    f"{HET_DEVIATION_HU:.0f} HU from the median of its {HET_BAND_MM:.0f} mm coronal "
+                                    "band (patchy density: mosaic attenuation)", "lung", "medium"))
+    else:
+        meas += [absent("ground_glass_volume_ml", "mL", "lung", "no lung found"),
+                 absent("lung_attenuation_heterogeneity_percent", "%", "lung", "no lung found")]
 
     # trachea: median area-equivalent lumen diameter over its middle 80%
     tr = s.get("trachea_lumen", s["trachea"])
@@ -335,6 +357,6 @@ def measure(volume: CTVolume, regions: RegionResult) -> list[Measurement]:
 
 def overlays(volume: CTVolume, regions: RegionResult) -> dict[str, np.ndarray]:
     """Viewer masks (bool, volume grid) keyed by the id measurements cite: ``nodule_<k>``, ``calcium_aortic``,
-    ``calcium_coronary``, ``metal``, ``pleural_fluid_left|right``, ``pericardial_fluid``."""
+    ``calcium_coronary``, ``metal``, ``pleural_fluid_left|right``, ``pericardial_fluid``, ``ground_glass``."""
     w = regions.work
     return {k: ops.upsample_nearest(v, w["factors"], volume.shape) for k, v in _cached(volume, regions)[1].items()}
