@@ -76,8 +76,9 @@ _SIDE = re.compile(r"\b(left|right)\s+(?:lung|hemithorax|side|pleura\w*)")
 
 _SIZE = re.compile(r"\b(size|sizes|how (big|large|much)|dimension|measure\w*|diameter|magnitude|scale|volume|"
                    r"extent)\b")
-_LOCATION = re.compile(r"\b(where|location|located|locali[sz]ed|which (lobe|side|lung|region|part|area)|"
-                       r"what (particular |specific )?(region|area|location|spot|lobe|side)|occupy|in which)\b")
+_LOCATION = re.compile(r"\b(where|location|located|locali[sz]ed|position|which (lobe|side|lung|region|part|area)|"
+                       r"what (is |are )?(the )?(particular |specific |precise |exact )?"
+                       r"(region|area|location|spot|lobe|side|part|site)|occupy|in which)\b")
 _ABNORMAL = re.compile(r"\b(abnormalit\w*|anomal\w*|abnormal findings|irregular\w*|findings|disorders|"
                        r"what('s| is) wrong|patholog\w*)\b")
 _AUX = re.compile(r"^\s*(?:(?:and|so|also|ok|okay|then|but|now)\b[\s,]*)?"

@@ -128,3 +128,25 @@ def test_presence_question_without_region_respects_the_field_of_view():
     assert ans is not None
     assert not ans.text.lower().startswith("no"), ans.text
     assert "field of view" in ans.text.lower()
+
+
+def test_every_radgenome_location_and_size_template_parses():
+    """All RadGenome location/size templates (or the built-in fallbacks) are read as that question type about the
+    nodule ('What is the precise region of the lung nodule in the image?' used to fall through to the LLM)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    from chatapp.vqa import parse_question
+
+    spec = importlib.util.spec_from_file_location("eval_phantom_reports", ROOT / "tools" / "eval_phantom_reports.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tpl = mod.load_templates()
+    for kind in ("location", "size"):
+        for q in tpl[kind]:
+            p = parse_question(q.format(abnormality="lung nodule", region="lung"))
+            assert (p.kind, p.findings) == (kind, ["Lung nodule"]), q
+    for q in ("What is the precise region of the lung nodule in the image?",
+              "What is the specific region of the lung nodule within the image?"):
+        assert parse_question(q).kind == "location"
