@@ -102,7 +102,7 @@ def test_cross_validated_accuracy_and_speed():
     import numpy as np
     from conftest import shared_path
 
-    from chatapp.evaluation.labeler_cv import cross_validate, load
+    from chatapp.evaluation.labeler_cv import cross_validate, load, speed
 
     texts, y = load(shared_path("ct-rate_ctclip-text-classifier", "train.csv"))
     res = cross_validate(texts, y)
@@ -110,9 +110,7 @@ def test_cross_validated_accuracy_and_speed():
     assert np.mean(macro) >= CV_MEAN_FLOOR, macro
     assert macro[4] >= CV_HELDOUT_FOLD_FLOOR, macro
     assert min(res["f1"]) >= 0.80, dict(zip(FINDING_NAMES, res["f1"]))
-    t0 = time.process_time()
-    label_reports(texts)
-    rate = len(texts) / (time.process_time() - t0)
+    rate = speed(texts, cached=False)  # every sentence analysed anew (the cache only makes repeats faster)
     assert rate >= 400, f"{rate:.0f} reports/s (CPU time)"  # measured ~750/s; floor leaves room for slow CI CPUs
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vision.registry import FINDING_NAMES
 
@@ -290,25 +291,34 @@ def find_mentions(text: str) -> list[Mention]:
     """
     out: list[Mention] = []
     for offset, sent in split_sentences(text):
-        low = sent.lower()
-        hits: list[tuple[str, int, int]] = []
-        for name, pats in _PATTERNS.items():
-            if not any(t in low for t in _TRIGGERS.get(name, ())):
-                continue
-            for pat in pats:
-                for m in pat.finditer(sent):
-                    hits.append((name, m.start(), m.end()))
-        hits = [h for h in hits if not _excluded(h[0], sent)]
-        if any(t in low for t in _PLAQUE_TRIGGERS):
-            hits += _plaques(sent)
-        last_end: dict[str, int] = {}
-        for name, s, e in sorted(hits, key=lambda h: (h[1], FINDING_NAMES.index(h[0]))):
-            if s < last_end.get(name, -1):
-                continue  # overlaps a mention of the same finding (two patterns matched the same words)
-            last_end[name] = e
-            neg = _node_negated(sent, s, e) if name == "Lymphadenopathy" else _negated(sent, s, e)
-            out.append(Mention(name, sent, neg, _uncertain(sent, s, e), (offset + s, offset + e)))
+        for name, s, e, neg, unc in _sentence_mentions(sent):
+            out.append(Mention(name, sent, neg, unc, (offset + s, offset + e)))
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _sentence_mentions(sent: str) -> tuple[tuple[str, int, int, bool, bool], ...]:
+    """(finding, start, end, negated, uncertain) of one sentence; cached: report sentences repeat a lot."""
+    low = sent.lower()
+    hits: list[tuple[str, int, int]] = []
+    for name, pats in _PATTERNS.items():
+        if not any(t in low for t in _TRIGGERS.get(name, ())):
+            continue
+        for pat in pats:
+            for m in pat.finditer(sent):
+                hits.append((name, m.start(), m.end()))
+    hits = [h for h in hits if not _excluded(h[0], sent)]
+    if any(t in low for t in _PLAQUE_TRIGGERS):
+        hits += _plaques(sent)
+    last_end: dict[str, int] = {}
+    out = []
+    for name, s, e in sorted(hits, key=lambda h: (h[1], FINDING_NAMES.index(h[0]))):
+        if s < last_end.get(name, -1):
+            continue  # overlaps a mention of the same finding (two patterns matched the same words)
+        last_end[name] = e
+        neg = _node_negated(sent, s, e) if name == "Lymphadenopathy" else _negated(sent, s, e)
+        out.append((name, s, e, neg, _uncertain(sent, s, e)))
+    return tuple(out)
 
 
 def label_report(text: str, *, uncertain_positive: bool = True) -> dict[str, int]:

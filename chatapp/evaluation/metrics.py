@@ -1,48 +1,42 @@
-"""Report-level NLG metrics with pycocoevalcap's exact conventions (COCO caption evaluation).
+"""Report-level NLG metrics with pycocoevalcap's exact conventions (COCO caption evaluation), fast.
 
 Conventions, identical to ``pycocoevalcap``: texts are lower-cased and tokenized by the Stanford PTB tokenizer
 (``-preserveLines -lowerCase``, punctuation tokens removed); BLEU-1..4 are corpus-level with the ``closest``
-reference length; METEOR is METEOR 1.5 (``-l en -norm``) aggregated by the jar from the per-segment statistics;
-ROUGE-L and CIDEr(-D) are means over pairs. pycocoevalcap's own scorers are used for BLEU, ROUGE-L and CIDEr.
-For METEOR the same jar and the same command line are used, but the segment statistics are streamed through
-one pipelined process per worker instead of one blocking round trip per pair (numbers are identical; ~2x faster).
+reference length; METEOR is METEOR 1.5 (``-l en -norm``) aggregated from the per-segment statistics; ROUGE-L and
+CIDEr(-D) are means over pairs. The numbers equal pycocoevalcap's (tests compare to 1e-4; in practice they agree
+to ~1e-15), the work is organised differently:
 
-Bootstrap CIs resample pairs: BLEU is recomputed exactly from per-pair n-gram counts, METEOR is re-aggregated
-by the jar from the per-pair statistics, ROUGE-L and CIDEr are means of the per-pair scores (CIDEr's IDF stays that
-of the full reference corpus).
+- one PTB tokenizer call for every distinct text (predictions, references and region texts together);
+- METEOR: each distinct (hypothesis, reference) pair goes once to the jar (``SCORE``), split over two pipelined
+  JVMs; corpus, per-pair, per-group and bootstrap scores are aggregated in Python with the jar's own formula
+  (:mod:`chatapp.evaluation.meteor`), so nothing else needs Java;
+- BLEU, ROUGE-L and CIDEr-D from shared n-gram counts and a bit-parallel LCS (:mod:`chatapp.evaluation.ngram`).
+
+Bootstrap CIs resample pairs: BLEU and METEOR are recomputed exactly from the resampled per-pair statistics,
+ROUGE-L and CIDEr are means of the per-pair scores (CIDEr's IDF stays that of the full reference corpus).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
-import subprocess
-import threading
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from chatapp.evaluation.meteor import JavaMissingError, MeteorJar, aggregate_stats, meteor_from_stats, require_java
+from chatapp.evaluation.ngram import NgramCache, bleu_from_stats, bleu_stats, cider_d, rouge_l
 from vision.errors import CTScribeError
 
+__all__ = ["NLG_KEYS", "SMALL_CORPUS", "JavaMissingError", "NLGResult", "ptb_tokenize", "nlg_scores",
+           "nlg_grouped", "bertscore"]
+
 NLG_KEYS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-SMALL_CORPUS = 200  # pairs below which METEOR runs in one JVM instead of min(2, cpu_count)
-
-
-class JavaMissingError(CTScribeError):
-    """Java is needed by the PTB tokenizer and METEOR 1.5."""
-
-
-def _require_java() -> None:
-    if shutil.which("java") is None:
-        raise JavaMissingError("Java was not found on PATH: pycocoevalcap's PTB tokenizer and METEOR 1.5 need it. "
-                               "Install a Java runtime (e.g. `apt-get install default-jre-headless`), or run "
-                               "`ctscribe evaluate --no-nlg` for label and template metrics only.")
+SMALL_CORPUS = 200  # distinct METEOR pairs below which one JVM runs instead of min(2, cpu_count)
+_require_java = require_java  # old private name
 
 
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
-    """Tokenize texts exactly as pycocoevalcap does (one Java call for all texts).
+    """Tokenize texts exactly as pycocoevalcap does (one Java call for all distinct texts).
 
     Args:
         texts: raw report texts (newlines become spaces).
@@ -50,137 +44,27 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     Returns:
         one lower-cased, space-joined token string per text, punctuation removed.
     """
-    _require_java()
+    require_java()
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    keep = [i for i, t in enumerate(texts) if t and t.strip()]
-    result = [""] * len(texts)
-    if keep:  # empty lines are not sent: the tokenizer's output lines must stay aligned with its input lines
-        out = PTBTokenizer().tokenize({i: [{"caption": texts[i]}] for i in keep})
-        for i in keep:
-            result[i] = out[i][0]
-    return result
-
-
-# --------------------------------------------------------------------------------------------------------------- METEOR
-def _meteor_dir() -> str:
-    import pycocoevalcap.meteor.meteor as mm
-
-    return os.path.dirname(os.path.abspath(mm.__file__))
-
-
-def _meteor_proc() -> subprocess.Popen:
-    # same command line as pycocoevalcap.meteor.Meteor
-    return subprocess.Popen(["java", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en", "-norm"],
-                            cwd=_meteor_dir(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-
-
-def _pipelined(proc: subprocess.Popen, lines: Sequence[str], n_out: Sequence[int]) -> list[list[str]]:
-    """Write all ``lines`` from a thread while reading ``n_out[i]`` answer lines per input line (no deadlock)."""
-    def writer() -> None:
-        for line in lines:
-            proc.stdin.write((line + "\n").encode())
-        proc.stdin.flush()
-
-    th = threading.Thread(target=writer, daemon=True)
-    th.start()
-    out = [[proc.stdout.readline().decode().strip() for _ in range(k)] for k in n_out]
-    th.join()
-    return out
-
-
-def _score_line(hyp: str, refs: Sequence[str]) -> str:
-    hyp = hyp.replace("|||", "").replace("  ", " ")
-    return " ||| ".join(("SCORE", " ||| ".join(refs), hyp))
-
-
-class Meteor:
-    """METEOR 1.5 through the jar shipped with pycocoevalcap, with ``workers`` pipelined processes.
-
-    The processes start at construction (the jar loads its paraphrase tables in a few seconds) and are reused for
-    statistics and aggregation; use as a context manager or call :meth:`close`.
-    """
-
-    def __init__(self, workers: int | None = None) -> None:
-        _require_java()
-        n = max(1, workers or min(2, os.cpu_count() or 1))
-        self._procs = [_meteor_proc() for _ in range(n)]
-
-    def __enter__(self) -> "Meteor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for p in self._procs:
-            if p.poll() is None:
-                p.stdin.close()
-                p.wait()
-        self._procs = []
-
-    def stats(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[str]:
-        """Per-pair METEOR sufficient statistics (the jar's SCORE answers), same order as ``hyps``."""
-        lines = [_score_line(h, r) for h, r in zip(hyps, refs)]
-        n = len(self._procs)
-        chunks = [lines[k::n] for k in range(n)]
-        results: list[list[str]] = [[] for _ in range(n)]
-
-        def work(k: int) -> None:
-            results[k] = [o[0] for o in _pipelined(self._procs[k], chunks[k], [1] * len(chunks[k]))]
-
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        out: list[str] = [""] * len(lines)
-        for k in range(n):
-            out[k::n] = results[k]
-        return out
-
-    def aggregate(self, stats: Sequence[str], subsets: Sequence[Sequence[int]] = ()
-                  ) -> tuple[float, list[float], list[float]]:
-        """Corpus METEOR from statistics, as the jar computes it; also the corpus score of each index subset.
-
-        Returns:
-            (corpus score, per-pair scores, scores of ``subsets``)
-        """
-        lines = ["EVAL ||| " + " ||| ".join(stats)]
-        lines += ["EVAL ||| " + " ||| ".join(stats[i] for i in s) for s in subsets]
-        n_out = [len(stats) + 1] + [len(s) + 1 for s in subsets]
-        out = _pipelined(self._procs[0], lines, n_out)
-        seg = [float(x) for x in out[0][:-1]]
-        return float(out[0][-1]), seg, [float(o[-1]) for o in out[1:]]
+    uniq = list(dict.fromkeys(t for t in texts if t and t.strip()))
+    tok: dict[str, str] = {}
+    if uniq:  # empty lines are not sent: the tokenizer's output lines must stay aligned with its input lines
+        out = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(uniq)})
+        tok = {t: out[i][0] for i, t in enumerate(uniq)}
+    return [tok.get(t, "") if t and t.strip() else "" for t in texts]
 
 
 # ----------------------------------------------------------------------------------------------------------------- BLEU
 def _bleu_counts(hyps: Sequence[str], refs: Sequence[str], n: int = 4) -> np.ndarray:
     """Per-pair BLEU sufficient statistics, shape (N, 2 + 2n): testlen, reflen, guess[0..n), correct[0..n)."""
-    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
-
-    rows = np.zeros((len(hyps), 2 + 2 * n))
-    for i, (h, r) in enumerate(zip(hyps, refs)):
-        c = cook_test(h, cook_refs([r], n=n), eff="closest", n=n)
-        rows[i, 0], rows[i, 1] = c["testlen"], c["reflen"]
-        rows[i, 2:2 + n], rows[i, 2 + n:] = c["guess"], c["correct"]
-    return rows
+    assert n == 4, "BLEU-1..4 only"
+    return bleu_stats(hyps, refs)
 
 
 def _bleu_from_counts(totals: np.ndarray, n: int = 4) -> list[float]:
     """Corpus BLEU-1..n from summed statistics, with pycocoevalcap's smoothing constants."""
-    tiny, small = 1e-15, 1e-9
-    testlen, reflen = totals[0], totals[1]
-    guess, correct = totals[2:2 + n], totals[2 + n:]
-    out, bleu = [], 1.0
-    for k in range(n):
-        bleu *= (correct[k] + tiny) / (guess[k] + small)
-        out.append(bleu ** (1.0 / (k + 1)))
-    ratio = (testlen + tiny) / (reflen + small)
-    if ratio < 1:
-        out = [b * math.exp(1 - 1 / ratio) for b in out]
-    return out
+    return [float(x) for x in bleu_from_stats(np.asarray(totals, dtype=float))]
 
 
 # ---------------------------------------------------------------------------------------------------------------- API
@@ -220,81 +104,68 @@ def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, S
         groups: group name → indices into ``hyps``/``refs``; empty groups are skipped.
         meteor_groups: groups that get METEOR (default: all when ``meteor``).
         boot_groups: groups that get bootstrap CIs (default: all when ``n_boot``).
+        workers: METEOR processes (default ``min(2, cpu_count)``, one below :data:`SMALL_CORPUS` distinct pairs).
     """
     if len(hyps) != len(refs):
         raise CTScribeError(f"{len(hyps)} predictions but {len(refs)} references: pass aligned lists.")
     if not hyps:
         raise CTScribeError("no report pairs to score: check that prediction and reference ids overlap.")
     want_met = set(groups if meteor_groups is None else meteor_groups) if meteor else set()
-    n_met = len({i for g, idx in groups.items() if g in want_met for i in idx})
-    if workers is None and n_met < SMALL_CORPUS:
+    need = sorted({i for g, idx in groups.items() if g in want_met for i in idx})
+    if workers is None and len({(hyps[i], refs[i]) for i in need}) < SMALL_CORPUS:
         workers = 1  # a second JVM (~2 s of CPU to load the paraphrase tables) only pays off on larger corpora
-    met = Meteor(workers) if want_met else None  # starts the JVMs now: they load while the tokenizer runs
+    met = MeteorJar(workers) if need else None  # starts the JVMs now: they load while the tokenizer runs
     try:
         if not tokenized:
             toks = ptb_tokenize(list(refs) + list(hyps))
             refs, hyps = toks[:len(refs)], toks[len(refs):]
-        need = sorted({i for g, idx in groups.items() if g in want_met for i in idx})
-        stats: dict[int, str] = {}
-        if met is not None and need:
-            stats = dict(zip(need, met.stats([hyps[i] for i in need], [[refs[i]] for i in need])))
-        out = {}
-        for g, idx in groups.items():
-            idx = list(idx)
-            if not idx:
-                continue
-            gstats = [stats[i] for i in idx] if g in want_met and met is not None else None
-            nb = n_boot if boot_groups is None or g in boot_groups else 0
-            out[g] = _score_group([hyps[i] for i in idx], [refs[i] for i in idx], gstats, met, nb, seed)
-        return out
+        stats = np.zeros((len(hyps), 23))
+        if met is not None:
+            stats[need] = met.stats([hyps[i] for i in need], [refs[i] for i in need])
     finally:
         if met is not None:
             met.close()
+    cache = NgramCache()
+    out = {}
+    for g, idx in groups.items():
+        idx = list(idx)
+        if not idx:
+            continue
+        nb = n_boot if boot_groups is None or g in boot_groups else 0
+        gstats = stats[idx] if g in want_met else None
+        out[g] = _score_group([hyps[i] for i in idx], [refs[i] for i in idx], gstats, nb, seed, cache)
+    return out
 
 
-def _rouge(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, list[float]]:
-    """pycocoevalcap ROUGE-L (mean of per-pair scores); an empty hypothesis scores 0 instead of dividing by 0."""
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    r = Rouge()
-    per = [float(r.calc_score([h], [ref])) if h.split() and ref.split() else 0.0 for h, ref in zip(hyps, refs)]
-    return float(np.mean(per)), per
-
-
-def _score_group(hyps: list[str], refs: list[str], met_stats: list[str] | None, met: Meteor | None, n_boot: int,
-                 seed: int) -> NLGResult:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-
-    gts = {i: [r] for i, r in enumerate(refs)}
-    res = {i: [h] for i, h in enumerate(hyps)}
+def _score_group(hyps: list[str], refs: list[str], met_stats: np.ndarray | None, n_boot: int, seed: int,
+                 cache: NgramCache) -> NLGResult:
+    n = len(hyps)
     scores: dict[str, float] = {}
     per: dict[str, list[float]] = {}
-    bleu, bleu_per = Bleu(4).compute_score(gts, res, verbose=0)
-    for k in range(4):
-        scores[f"BLEU-{k + 1}"] = float(bleu[k])
-    per["BLEU-1"] = [float(x) for x in bleu_per[0]]
-    scores["ROUGE-L"], per["ROUGE-L"] = _rouge(hyps, refs)
-    cider, cider_per = Cider().compute_score(gts, res)
-    scores["CIDEr"], per["CIDEr"] = float(cider), [float(x) for x in cider_per]
+    bstats = bleu_stats(hyps, refs, cache)
+    for k, b in enumerate(bleu_from_stats(bstats.sum(0))):
+        scores[f"BLEU-{k + 1}"] = float(b)
+    per["BLEU-1"] = [float(x) for x in bleu_from_stats(bstats)[:, 0]]
+    rl = rouge_l(hyps, refs)
+    scores["ROUGE-L"], per["ROUGE-L"] = float(np.mean(rl)), [float(x) for x in rl]
+    cd = cider_d(hyps, refs, cache)
+    scores["CIDEr"], per["CIDEr"] = float(np.mean(cd)), [float(x) for x in cd]
+    if met_stats is not None:
+        scores["METEOR"] = float(meteor_from_stats(aggregate_stats(met_stats)))
+        per["METEOR"] = [float(x) for x in meteor_from_stats(met_stats)]
     ci: dict[str, tuple[float, float]] = {}
-    rng = np.random.default_rng(seed)
-    idx = [rng.integers(0, len(hyps), len(hyps)) for _ in range(n_boot)]
-    if met_stats is not None and met is not None:
-        total, seg, boot = met.aggregate(met_stats, idx)
-        scores["METEOR"], per["METEOR"] = total, seg
-        if n_boot:
-            ci["METEOR"] = _pct(boot)
     if n_boot:
-        counts = _bleu_counts(hyps, refs)
-        boots = np.array([_bleu_from_counts(counts[i].sum(0)) for i in idx])
+        rng = np.random.default_rng(seed)  # the same draws as one rng.integers(0, n, n) per resample
+        w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float)
+        boots = bleu_from_stats(w @ bstats)
         for k in range(4):
             ci[f"BLEU-{k + 1}"] = _pct(boots[:, k])
-        for key in ("ROUGE-L", "CIDEr"):
-            arr = np.asarray(per[key])
-            ci[key] = _pct([arr[i].mean() for i in idx])
+        if met_stats is not None:
+            ci["METEOR"] = _pct(meteor_from_stats(aggregate_stats(met_stats, w)))
+        for key, arr in (("ROUGE-L", rl), ("CIDEr", cd)):
+            ci[key] = _pct(w @ arr / n)
     ordered = {k: scores[k] for k in NLG_KEYS if k in scores}
-    return NLGResult(ordered, per, {k: ci[k] for k in NLG_KEYS if k in ci}, len(hyps))
+    return NLGResult(ordered, per, {k: ci[k] for k in NLG_KEYS if k in ci}, n)
 
 
 def _pct(values) -> tuple[float, float]:

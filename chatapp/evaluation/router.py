@@ -10,6 +10,7 @@ node" is mediastinum, not lung. Sentences with a finding name but no anatomy go 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from chatapp.evaluation.labeler import split_sentences
 from vision.registry import FINDINGS, REGION_KEYS
@@ -85,6 +86,11 @@ def route_sentence(sentence: str) -> list[str]:
     Args:
         sentence: one report sentence.
     """
+    return list(_route(sentence))
+
+
+@lru_cache(maxsize=1 << 16)
+def _route(sentence: str) -> tuple[str, ...]:  # cached: report sentences repeat a lot
     found: set[str] = set()
     text = sentence
     for pat, reg in _CLAIMS:
@@ -103,7 +109,7 @@ def route_sentence(sentence: str) -> list[str]:
         for pat, reg in _FINDING_CUES:
             if pat.search(sentence):
                 found.add(reg)
-    return [r for r in REGION_KEYS if r in found]
+    return tuple(r for r in REGION_KEYS if r in found)
 
 
 def split_regions(text: str) -> dict[str, list[str]]:
