@@ -219,12 +219,17 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     if heart.sum() * vml > 10:
         meas.append(Measurement("heart_volume_ml", round(float(heart.sum()) * vml, 1), "mL",
                                 "voxel count of the heart mask (pericardium included)", "heart", "medium"))
-        hw = max(np.ptp(np.flatnonzero(heart[:, :, z].any(axis=1))) + 1 for z in np.flatnonzero(heart.any((0, 1))))
+        # the cardiac width excludes pericardial fluid (an effusion widens the silhouette, not the heart)
+        peri_fl = _fluid(hu, heart, sp, 5.0)
+        cardiac = ndi.binary_opening(heart & ~peri_fl, structure=ops.ball(2.0, sp))
+        cardiac = cardiac if cardiac.sum() * vml > 10 else heart
+        hw = max(np.ptp(np.flatnonzero(cardiac[:, :, z].any(axis=1))) + 1
+                 for z in np.flatnonzero(cardiac.any((0, 1))))
         cav = s["thoracic_cavity"]
         tw = max(np.ptp(np.flatnonzero(cav[:, :, z].any(axis=1))) + 1 for z in np.flatnonzero(cav.any((0, 1))))
         meas.append(Measurement("cardiothoracic_ratio", round(hw / tw, 3), "ratio",
-                                "widest axial heart width / widest inner thoracic width (estimate; > 0.5 suggests "
-                                "cardiomegaly)", "heart", "low", {"approximate": True,
+                                "widest axial heart width (pericardial fluid excluded) / widest inner thoracic width "
+                                "(estimate; > 0.5 suggests cardiomegaly)", "heart", "low", {"approximate": True,
                                                                   "heart_width_mm": round(hw * sp[0], 1),
                                                                   "thorax_width_mm": round(tw * sp[0], 1)}))
     else:
@@ -273,6 +278,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     full_hu = hu if factors == (1, 1, 1) else None
     contrast = bool(info.get("contrast"))
     bone_d = ops.dilate(s["bone"], 2.0, sp)
+    metal_d = ops.dilate(s["metal"], 3.0, sp) if s["metal"].any() else s["metal"]
     for name, region, lumen, shell in (
         ("aortic_calcium_score", "mediastinum", ao, ops.dilate(ao, 4.0, sp) & ~bone_d if ao.any() else ao),
         ("coronary_calcium_score", "heart", heart,
@@ -286,7 +292,8 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         if contrast and lumen.any():  # contrast blood is bright: calcium must stand above the lumen
             thr = max(CALCIUM_HU, float(np.percentile(hu[lumen], 99)) + 100.0)
         src = full_hu if full_hu is not None else hu
-        score, vol, les = _agatston(src, shell, sp, thr)
+        # metal (pacing leads, wires, clips) is not calcium: leave it and its blooming out of the shell
+        score, vol, les = _agatston(src, shell & ~metal_d, sp, thr)
         key = "calcium_aortic" if name.startswith("aortic") else "calcium_coronary"
         if les.any():
             over[key] = les
