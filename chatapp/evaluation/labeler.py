@@ -89,8 +89,10 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
                          r"(?<!consolidation-)infiltrat", r"density increase", r"increased density",
                          r"increase in density", r"densit(?:y|ies) (?:\w+ ){0,3}(?:lung|parenchyma)",
                          r"crazy paving", r"haziness", r"frosted glass")],
+    # apical/peripheral pleuroparenchymal densities and subpleural bands are scar (sequela) wording
     "Pulmonary fibrotic sequela": [_rx(r"fibro", r"sequela", r"parenchymal bands?", r"scar\b", r"scarring",
-                                       r"fibrous", r"sequel\b")],
+                                       r"fibrous", r"sequel\b", r"pleura?-?parenchymal (?:\w+ ){0,2}(?:densit|bands?)",
+                                       r"subpleural (?:\w+ )?bands?")],
     "Pleural effusion": [_rx(r"pleural (?:\w+ ){0,2}(?:effusion|fluid)", r"effusion", r"hydro ?(?:pneumo|pnomo)?thorax",
                              r"hemothorax", r"fluid (?:\w+ ){0,3}pleural", r"pleural space (?:\w+ ){0,3}fluid")],
     "Mosaic attenuation pattern": [_rx(r"mosaic")],
@@ -128,13 +130,20 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
     "Atelectasis": ("atelecta", "hypoventilat", "collaps"),
     "Lung nodule": ("nodul", "mass"),
     "Lung opacity": ("opacit", "glass", "infiltrat", "densit", "crazy", "haziness"),
-    "Pulmonary fibrotic sequela": ("fibro", "sequel", "band", "scar"),
+    "Pulmonary fibrotic sequela": ("fibro", "sequel", "band", "scar", "parenchymal"),
     "Pleural effusion": ("effusion", "fluid", "thorax"),
     "Mosaic attenuation pattern": ("mosaic",),
     "Peribronchial thickening": ("bronch",),
     "Consolidation": ("consolidat", "bronchogram"),
     "Bronchiectasis": ("bronch",),
     "Interlobular septal thickening": ("sept",),
+}
+# Wordings that name the finding even in a sentence that an exclusion above would drop: CT-RATE radiologists label
+# described *linear density increases* as opacity also when attributed to sequelae; "icy" (ground-glass) and
+# dependent densities are opacities.
+_UNEXCLUDED: dict[str, re.Pattern] = {
+    "Lung opacity": _rx(r"linear (?:\w+ )?densit\w* increase", r"linear increase\w* (?:in|of) (?:\w+ )?densit",
+                        r"icy densit", r"dependent densit"),
 }
 _PLAQUE_TRIGGERS = ("atherom", "plaque", "calcif", "atheroscl")
 
@@ -147,11 +156,17 @@ _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
                           re.compile(r"pleura|hemithora|hydrothorax|thorax", re.IGNORECASE))],
     "Lung opacity": [(re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
                                  r"ground[ -]glass nodul|leukemic", re.IGNORECASE), None),
-                     (re.compile(_OTHER_ORGAN, re.IGNORECASE), re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE))],
+                     (re.compile(_OTHER_ORGAN + r"|mediastin|thym|\bfat\b|fatty|adipose|chest wall|pericolic|"
+                                 r"pericolonic|perigastric|mesenter|omentum|colon|trachea", re.IGNORECASE),
+                      re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE))],
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
                                 r"nodular (?:thickening|calcif)|lymph node", re.IGNORECASE),
                      re.compile(r"\blungs?\b|pulmonary|parenchym", re.IGNORECASE))],
+    # a fibrosing interstitial lung disease is not a *sequela* (scar of a past insult)
     "Pulmonary fibrotic sequela": [(re.compile(r"fibroadenom|fibroid|fibrous dysplasia", re.IGNORECASE), None),
+                                   (re.compile(r"idiopathic|\bipf\b|\buip\b|\bnsip\b|interstitial lung disease|"
+                                               r"interstitial pneumonia", re.IGNORECASE),
+                                    re.compile(r"sequel", re.IGNORECASE)),
                                    (re.compile(_OTHER_ORGAN + r"|humer|fracture|perirenal", re.IGNORECASE),
                                     re.compile(r"\blungs?\b|pulmonary|\blobe|pleur|parenchym", re.IGNORECASE))],
     "Medical material": [(re.compile(r"omental|periton|metasta|suture compression", re.IGNORECASE), None)],
@@ -176,12 +191,14 @@ _NEG_PRE = _rx(r"no\b", r"not\b", r"without", r"absence of", r"free of", r"neith
 _NEG_POST = _rx(
     r"(?:was|were|is|are|has been|have been)? ?(?:not|never) (?:\w+ )?(?:observed|detected|seen|found|identified|"
     r"noted|present|visualized|evident|determined|monitored|shown|encountered|reached|reach)",
-    r"did not (?:show|have)", r"(?:were|was|is|are) (?:not|no longer)", r"(?:is|was|are|were) absent", r"(?:has |have )?disappeared", r"(?:\w+ )?regressed", r"(?:was|were|has been|have been) removed",
+    r"did not (?:show|have)", r"(?:were|was|is|are) (?:not|no longer)\b", r"(?:is|was|are|were) absent", r"(?:has |have )?disappeared", r"(?:\w+ )?regressed", r"(?:was|were|has been|have been) removed",
     r"(?:show|showed|shows) (?:\w+ )?regression",
     r"(?:is|are|was|were) (?:within )?normal",
 )
-_GONE = _rx(r"(?:was|were|is|are) not (?:\w+ )?(?:detected|observed|seen) (?:\w+ )?in the (?:current|present|last|"
-            r"recent|control)", r"(?:has|have) (?:completely )?(?:regressed|resolved|disappeared)")
+_GONE = _rx(r"(?:was|were|is|are) not (?:\w+ )?(?:detected|observed|seen) (?:\w+ )?in (?:the|this) (?:current|present|"
+            r"last|recent|control|examination)", r"(?:has|have) (?:completely )?(?:regressed|resolved|disappeared)",
+            r"(?:completely|totally|fully) (?:regressed|resolved|disappeared)", r"disappeared",
+            r"(?:show\w*|with) (?:a )?(?:full|complete|total) (?:regression|resolution)")
 # "the catheter, which was observed in the previous examination, was removed": the relative clause is skipped
 _REMOVED_AFTER_WHICH = re.compile(r"^[^.;]*?\bwhich\b[^.;]*?,\s*(?:was|were|has been|have been) (?:removed|extracted|"
                                   r"not (?:observed|detected|seen))", re.IGNORECASE)
@@ -308,6 +325,8 @@ def _sentence_mentions(sent: str) -> tuple[tuple[str, int, int, bool, bool], ...
             for m in pat.finditer(sent):
                 hits.append((name, m.start(), m.end()))
     hits = [h for h in hits if not _excluded(h[0], sent)]
+    for name, pat in _UNEXCLUDED.items():
+        hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
     if any(t in low for t in _PLAQUE_TRIGGERS):
         hits += _plaques(sent)
     last_end: dict[str, int] = {}
