@@ -179,12 +179,15 @@ _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
 }
 
 _PLAQUE = _rx(r"atherom", r"plaques?\b", r"calcif", r"atheroscleros", r"atherosclerotic")
-_CORONARY = _rx(r"coronar", r"\blad\b", r"circumflex", r"\brca\b")
+_CORONARY = _rx(r"coronar", r"\blad\b", r"circumflex", r"\brca\b", r"anterior descending")
 _ARTERIAL = _rx(r"aort(?!ic valve)", r"arter", r"vascular", r"carotid", r"subclavian", r"brachiocephalic", r"iliac",
                 r"vessel", r"truncus", r"celiac", r"arch\b")
 _NOT_VESSEL = _rx(r"pleura", r"valv", r"nodul", r"lymph", r"granulom", r"costal", r"cartilag", r"liver", r"spleen",
                   r"thyroid", r"pericard", r"kidney", r"renal")
-_CORONARY_ARTERY = re.compile(r"coronary arter\w*|coronary vessels?", re.IGNORECASE)
+# coronary artery names and the aortopulmonary window (a nodal station) are not "other arteries"
+_COMMA = re.compile(r",|;")
+_CORONARY_ARTERY = re.compile(r"coronary arter\w*|coronary vessels?|(?:left )?anterior descending(?: arter\w*)?|"
+                              r"circumflex(?: arter\w*)?|aort\w*[ -]?pulmonary window|aortopulmonary", re.IGNORECASE)
 
 _NEG_PRE = _rx(r"no\b", r"not\b", r"without", r"absence of", r"free of", r"neither", r"nor\b", r"negative for",
                r"no evidence of", r"nothing", r"none\b")
@@ -281,8 +284,16 @@ def _excluded(name: str, sentence: str) -> bool:
 def _plaques(sentence: str) -> list[tuple[str, int, int]]:
     """Calcified-plaque mentions → coronary and/or arterial wall calcification, decided by the vessels named."""
     out = []
+    # other arteries: those named in the plaque's own comma clause decide ("dilated aorta, plaques in the coronary
+    # arteries" is coronary only); when that clause names no vessel ("in the aorta, plaques were observed"), those
+    # of the whole sentence do. Coronary: anywhere in the sentence.
     coronary = bool(_CORONARY.search(sentence))
-    other_vessel = bool(_ARTERIAL.search(_CORONARY_ARTERY.sub(" ", sentence)))
+    first = _PLAQUE.search(sentence)
+    lo, hi = _clause_bounds(sentence, first.start(), first.end(), _COMMA) if first else (0, len(sentence))
+    scope = sentence[lo:hi]
+    if not (_CORONARY.search(scope) or _ARTERIAL.search(_CORONARY_ARTERY.sub(" ", scope))):
+        scope = sentence
+    other_vessel = bool(_ARTERIAL.search(_CORONARY_ARTERY.sub(" ", scope)))
     for m in _PLAQUE.finditer(sentence):
         word = m.group(0).lower()
         if word.startswith("calcif") and not re.search(r"plaque|atherom|wall|vascular|arter|aort|coronar|vessel",
