@@ -117,15 +117,15 @@ def test_evaluate_full_writes_json_and_html(tmp_path, capsys):
     assert list(d["nlg"]) == keys and all(0 <= d["nlg"][k] for k in keys)
     assert d["nlg"]["BLEU-1"] > d["nlg"]["BLEU-4"] > 0
     assert set(d["nlg_ci95"]) == set(keys)
-    assert set(d["regions"]["lung"]["nlg"]) == set(keys) - {"METEOR"}  # per-region METEOR is opt-in ...
-    assert "--region-meteor" in d["regions_note"]  # ... and metrics.json says so
+    assert set(d["regions"]["lung"]["nlg"]) == set(keys) and not d["regions_note"]  # per-region METEOR by default
     assert "pairs" in capsys.readouterr().out
     assert "METEOR" in (out / "report.html").read_text()
     out2 = tmp_path / "out2"
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--out", str(out2), "--bootstrap", "0",
-                 "--region-meteor"]) == 0
+                 "--no-region-meteor"]) == 0
     d2 = json.loads((out2 / "metrics.json").read_text())
-    assert set(d2["regions"]["lung"]["nlg"]) == set(keys) and not d2["regions_note"]
+    assert set(d2["regions"]["lung"]["nlg"]) == set(keys) - {"METEOR"}  # turned off ...
+    assert "--no-region-meteor" in d2["regions_note"]  # ... and metrics.json says so
     assert d2["nlg"]["METEOR"] == pytest.approx(d["nlg"]["METEOR"], abs=1e-9)
 
 

@@ -19,10 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for 95%% CIs (0: none; default: evaluation.bootstrap = 1000)")
     p.add_argument("--no-nlg", action="store_true", help="skip BLEU/METEOR/ROUGE/CIDEr (no Java needed)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR")
-    p.add_argument("--region-meteor", action="store_true", default=None,
-                   help="also METEOR per region (opt-in, about doubles the METEOR time; default: "
-                        "evaluation.region_meteor = false)")
-    p.add_argument("--no-region-meteor", action="store_true", help=argparse.SUPPRESS)  # old flag: now the default
+    p.add_argument("--region-meteor", action=argparse.BooleanOptionalAction, default=None,
+                   help="METEOR per region too (default: evaluation.region_meteor = true; cheap since the per-pair "
+                        "statistics are aggregated in Python)")
     p.add_argument("--bertscore-model", default=None,
                    help="local model folder for BERTScore (default: evaluation.bertscore_model; unset → skipped)")
 
@@ -38,9 +37,9 @@ def run(args: argparse.Namespace, config) -> int:
     if args.ref_labels:
         ref_labels = _read_labels(args.ref_labels, args.id_column, FINDING_NAMES)
     res = evaluate_reports(preds, refs, pred_regions=pred_regions, ref_regions=ref_regions, ref_labels=ref_labels,
-                           nlg=not args.no_nlg, meteor=not args.no_meteor, region_meteor=bool(args.region_meteor if args.region_meteor is not None
-                                                              else config.get("evaluation.region_meteor", False))
-                           and not args.no_region_meteor,
+                           nlg=not args.no_nlg, meteor=not args.no_meteor,
+                           region_meteor=bool(args.region_meteor if args.region_meteor is not None
+                                              else config.get("evaluation.region_meteor", True)),
                            n_boot=args.bootstrap if args.bootstrap is not None
                            else int(config.get("evaluation.bootstrap", 1000)),
                            bertscore_model=args.bertscore_model or config.get("evaluation.bertscore_model"))

@@ -8,7 +8,7 @@ Layout of :meth:`EvalResult.to_dict` (= ``metrics.json``)::
     ce:  {micro: {precision, recall, f1}, macro: {...}, per_label: {finding: {precision, recall, f1, support,
           prevalence_pred, prevalence_ref}}, crg, ci95: {micro_f1, macro_f1, crg}, reference_labels, labeler}
     regions: {region: {n_pairs, nlg: {...}, ce: {micro, macro, findings} | null}}
-    regions_note  (per-region METEOR is opt-in: without it the region ``nlg`` has no METEOR key)
+    regions_note  (set when per-region METEOR was turned off: the region ``nlg`` then has no METEOR key)
     templates: {overall: {pred: {...}, ref: {...}}, regions: {region: {pred, ref}}}
     lengths: {pred: {mean, median}, ref: {mean, median}}   (words per report)
     seconds: {labels, nlg, total}
@@ -95,7 +95,7 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
                      pred_regions: Mapping[str, Mapping[str, str]] | None = None,
                      ref_regions: Mapping[str, Mapping[str, str]] | None = None,
                      ref_labels: Mapping[str, Mapping[str, int]] | None = None,
-                     nlg: bool = True, meteor: bool = True, region_meteor: bool = False, n_boot: int = 1000,
+                     nlg: bool = True, meteor: bool = True, region_meteor: bool = True, n_boot: int = 1000,
                      seed: int = 0, bertscore_model: str | None = None) -> EvalResult:
     """Score generated reports against references.
 
@@ -106,8 +106,8 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
             are split with :func:`chatapp.evaluation.router.split_regions`.
         ref_labels: id → {finding → 0/1} reference labels (e.g. radiologist labels); default: the labeler's.
         nlg: compute BLEU/METEOR/ROUGE-L/CIDEr (needs Java); ``meteor=False`` skips METEOR everywhere.
-        region_meteor: also METEOR per region (opt-in: it doubles the METEOR work, which is most of the run time
-            on long reports; BLEU, ROUGE-L and CIDEr are always computed per region).
+        region_meteor: METEOR per region too (default; each distinct region pair is aligned once by the jar and
+            aggregated in Python). False leaves METEOR out of the region ``nlg`` (``regions_note`` says so).
         n_boot: bootstrap resamples for the 95% CIs of the headline metrics (whole-report NLG, CE micro/macro, CRG).
         bertscore_model: a local model folder for BERTScore (reported as ``bertscore``); None skips it.
     """
@@ -185,9 +185,9 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
         if nlg_out and not meteor:
             res.nlg_note = "METEOR skipped (--no-meteor)."
         if nlg_out and meteor and not region_meteor:
-            res.regions_note = ("per-region METEOR not computed (opt-in: `ctscribe evaluate --region-meteor`, "
-                                "evaluation.region_meteor: true, or region_meteor=True); BLEU, ROUGE-L and CIDEr "
-                                "are computed per region.")
+            res.regions_note = ("per-region METEOR not computed (turned off: `ctscribe evaluate "
+                                "--no-region-meteor`, evaluation.region_meteor: false, or region_meteor=False); "
+                                "BLEU, ROUGE-L and CIDEr are computed per region.")
     else:
         res.nlg_note = "NLG metrics skipped (--no-nlg)."
     if bertscore_model:
