@@ -111,3 +111,92 @@ def test_length_mismatch_is_a_user_error():
 
     with pytest.raises(CTScribeError):
         nlg_scores(["a"], ["a", "b"], meteor=False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The fast re-implementations (chatapp.evaluation.ngram / .meteor) against pycocoevalcap's own scorers.
+def _random_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    vocab = "no pleural effusion nodule lobe right left mm the of in lung normal is are both small".split()
+    base = [" ".join(s.lower().replace(".", " .").replace(",", " ,").replace(";", " ;").split())
+            for s in OWN_REFS + OWN_HYPS]
+    refs, hyps = [], []
+    for i in range(n):
+        r = rng.choice(base) if i % 3 == 0 else " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 40)))
+        h = r if i % 7 == 0 else " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 40)))
+        refs.append(r)
+        hyps.append(h)
+    return hyps, refs
+
+
+def test_bleu_rouge_cider_equal_pycocoevalcap_pair_by_pair():
+    import numpy as np
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from chatapp.evaluation.ngram import bleu_from_stats, bleu_stats, cider_d, rouge_l
+
+    hyps, refs = _random_corpus(120, 1)
+    gts, res = {i: [r] for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)}
+    b, b_per = Bleu(4).compute_score(gts, res, verbose=0)
+    st = bleu_stats(hyps, refs)
+    assert bleu_from_stats(st.sum(0)) == pytest.approx(b, abs=1e-12)
+    assert bleu_from_stats(st) == pytest.approx(np.array(b_per).T, abs=1e-12)
+    r, r_per = Rouge().compute_score(gts, res)
+    assert rouge_l(hyps, refs) == pytest.approx(r_per, abs=1e-12) and rouge_l(hyps, refs).mean() == pytest.approx(r)
+    c, c_per = Cider().compute_score(gts, res)
+    assert cider_d(hyps, refs) == pytest.approx(c_per, abs=1e-9) and cider_d(hyps, refs).mean() == pytest.approx(c)
+
+
+def test_bit_parallel_lcs_equals_the_dynamic_programme():
+    from pycocoevalcap.rouge.rouge import my_lcs
+
+    from chatapp.evaluation.ngram import lcs_length
+
+    rng = random.Random(2)
+    for _ in range(300):
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 90))]
+        b = [rng.choice("abcdef") for _ in range(rng.randint(0, 90))]
+        assert lcs_length(a, b) == my_lcs(a, b)
+
+
+def test_meteor_aggregation_formula_on_known_statistics():
+    """Two hand-checked rows: a perfect one-chunk match scores fMean = 1 and adds no chunks to a corpus; a pair
+    without matches scores 0 (the jar's NaN → 0)."""
+    import numpy as np
+
+    from chatapp.evaluation.meteor import aggregate_stats, meteor_from_stats
+
+    perfect = np.zeros(23)
+    perfect[[0, 1, 2, 3]] = [4, 4, 1, 1]
+    perfect[[4, 5, 6, 7]] = [3, 3, 1, 1]  # exact stage: 3 content + 1 function word on both sides
+    perfect[[20, 21, 22]] = [1, 4, 4]
+    none = np.zeros(23)
+    none[[0, 1]] = [5, 6]
+    assert meteor_from_stats(perfect) == pytest.approx(1.0)
+    assert meteor_from_stats(none) == 0.0
+    agg = aggregate_stats(np.stack([perfect, perfect]))
+    assert agg[20] == 0 and agg[0] == 8  # chunks of perfect pairs are not summed
+    assert meteor_from_stats(agg) == pytest.approx(1.0)
+    w = np.array([[2, 0], [1, 1]])  # bootstrap weights
+    assert aggregate_stats(np.stack([perfect, none]), w)[:, 0] == pytest.approx([8, 9])
+
+
+@pytest.mark.slow
+def test_meteor_python_aggregation_equals_the_jars_eval():
+    """Corpus, per-pair and subset scores aggregated in Python equal the jar's own EVAL of the same statistics."""
+    import numpy as np
+
+    from chatapp.evaluation.meteor import MeteorJar, aggregate_stats, format_stats, meteor_from_stats
+
+    hyps, refs = _random_corpus(40, 3)
+    hyps[5], hyps[6] = refs[5], ""  # a perfect pair (chunk rule) and an empty hypothesis
+    with MeteorJar(1) as jar:
+        st = jar.stats(hyps, refs)
+        lines = [format_stats(r) for r in st]
+        total, seg = jar.eval_lines(lines)
+        sub_total, _ = jar.eval_lines(lines[3:17])
+    assert meteor_from_stats(aggregate_stats(st)) == pytest.approx(total, abs=1e-12)
+    assert meteor_from_stats(st) == pytest.approx(np.array(seg), abs=1e-12)
+    assert meteor_from_stats(aggregate_stats(st[3:17])) == pytest.approx(sub_total, abs=1e-12)
