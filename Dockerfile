@@ -27,6 +27,15 @@ COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install -r requirements.txt \
     && pip install --no-deps -r requirements-nodeps.txt
+# Optional llama.cpp text backend (see requirements-llamacpp.txt): docker build --build-arg WITH_LLAMACPP=1 .
+ARG WITH_LLAMACPP=0
+COPY requirements-llamacpp.txt ./
+RUN if [ "$WITH_LLAMACPP" = 1 ]; then \
+      apt-get update && apt-get install -y --no-install-recommends build-essential cmake libgomp1 \
+      && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF" \
+         pip install -r requirements-llamacpp.txt \
+      && apt-get purge -y build-essential cmake && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY pyproject.toml README.md ./
 COPY vision ./vision
 COPY retrieval ./retrieval

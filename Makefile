@@ -12,7 +12,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install install-dev browser-deps demo bench lint
+.PHONY: run test install install-dev browser-deps demo bench lint llamacpp
 
 $(BASE_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -28,6 +28,13 @@ $(BASE_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 $(DEV_STAMP): $(BASE_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Optional llama.cpp text backend (model.llm.text_backend). Portable x86-64 build: no -march=native (a native build
+# segfaults on VMs that report AMX), AVX2/FMA/F16C like the torch CPU wheel; no curl (never downloads models).
+LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF
+llamacpp: $(BASE_STAMP) requirements-llamacpp.txt
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip install --quiet -r requirements-llamacpp.txt
 
 install: $(BASE_STAMP)
 install-dev: $(DEV_STAMP) browser-deps
