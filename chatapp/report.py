@@ -368,10 +368,29 @@ def build_structured_report(study: Study, settings: dict[str, Any],
     rep = Report(study.study_id, sections, citations, weights=study.weights)
     for i, s in enumerate(rep.sentences()):
         s.id = f"s{i}"
+    if note := disagreement_notice(calls):
+        rep.notices.append(note)
     if not have_model:
         rep.notices.append("Model findings unavailable: this report comes from measurements only; findings without a "
                            "measurement were not assessed.")
     return rep
+
+
+def disagreement_notice(calls: dict[str, FindingCall]) -> str:
+    """One line naming each finding where the measurement and the image model disagree, with both values; the
+    measurement decides (empty when they agree everywhere)."""
+    parts = []
+    for c in calls.values():
+        if c.source != "measured" or "disagrees" not in c.note:
+            continue
+        meas = next((e.label for e in c.evidence if e.kind == "measurement"), "")
+        prob = next((e.value for e in c.evidence if e.kind == "probability"), None)
+        verdict = "present" if c.present else "not present"
+        parts.append(f"{c.name[0].lower() + c.name[1:]}: measured {verdict}" + (f" ({meas})" if meas else "")
+                     + (f", image model probability {float(prob):.2f}" if prob is not None else ""))
+    if not parts:
+        return ""
+    return "Measurement and image model disagree (the measurement decides): " + "; ".join(parts) + "."
 
 
 def impression_sentences(positive: list[Sentence], calls: dict[str, FindingCall],

@@ -218,3 +218,20 @@ def test_audit_removes_unsupported_sentences():
                                               id="x1"))
     n = guard.audit(rep, {"Lung nodule", "Emphysema", "Pleural effusion"})
     assert n == 1 and "Bronchiectasis" not in rep.to_text() and rep.guard["unsupported_after_guard"] == 0
+
+
+def test_disagreement_between_measurement_and_model_is_a_notice():
+    """A measured call that overrules the model is stated with both values in the notices (not as a finding
+    sentence, so the labeler never reads it as an assertion)."""
+    from chatapp.report import FindingCall, disagreement_notice
+    from chatapp.schema import Evidence
+
+    c = FindingCall("Lung opacity", False, "measured", 0.7, "lung",
+                    [Evidence("measurement", "ground_glass_volume_ml = 5.9 mL", 5.9, "ground_glass_volume_ml"),
+                     Evidence("probability", "P(Lung opacity) = 0.77", 0.77, "Lung opacity")],
+                    note="model probability 0.77 disagrees with the measurement; the measurement decides")
+    ok = FindingCall("Emphysema", True, "measured", 0.8, "lung", [])
+    text = disagreement_notice({"Lung opacity": c, "Emphysema": ok})
+    assert "lung opacity: measured not present (ground_glass_volume_ml = 5.9 mL)" in text
+    assert "probability 0.77" in text and "emphysema" not in text
+    assert disagreement_notice({"Emphysema": ok}) == ""
