@@ -60,7 +60,11 @@ def truth_nodules(ph: Any) -> list[dict[str, Any]]:
     return [x for x in n if isinstance(x, dict) and x.get("diameter_mm")]
 
 
-def evaluate(n: int = 200, seed0: int = 100000, shape=(256, 256, 128), spacing=(1.4, 1.4, 2.5), pipe: Any = None,
+DEFAULT_SHAPE = (128, 128, 96)
+DEFAULT_SPACING = (2.7, 2.7, 3.33)
+
+
+def evaluate(n: int = 200, seed0: int = 100000, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING, pipe: Any = None,
              questions: int = 6, log=print, records: list | None = None) -> dict[str, Any]:
     """Run the evaluation; ``records`` (when a list) receives per-phantom truth, probabilities and calls, so
     thresholds can be tuned offline on a separate seed range (``tools/eval_phantom_reports.py --dump``)."""
@@ -142,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed0", type=int, default=100000)
-    ap.add_argument("--shape", default="256,256,128")
-    ap.add_argument("--spacing", default="1.4,1.4,2.5")
+    ap.add_argument("--shape", default=",".join(map(str, DEFAULT_SHAPE)))
+    ap.add_argument("--spacing", default=",".join(map(str, DEFAULT_SPACING)))
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", default=None, help="also write the results here")
