@@ -153,14 +153,16 @@ _OTHER_ORGAN = r"liver|hepat|kidney|renal|spleen|splen|pancrea|vertebra|bone|oss
 _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
     "Pleural effusion": [(re.compile(r"pericard|perirenal|perinephric|perihepatic|periton|ascit|joint|perisplenic|"
                                      r"subcapsular|spleen", re.IGNORECASE),
-                          re.compile(r"pleura|hemithora|hydrothorax|thorax", re.IGNORECASE))],
+                          re.compile(r"pleura|hemithora|hydrothorax|hemothorax|thorax(?! ct| computed| scan)", re.IGNORECASE))],
     "Lung opacity": [(re.compile(r"sequela|fibrotic|fibrosis|pleuroparenchymal|pleural parenchymal|parenchymal band|"
                                  r"ground[ -]glass nodul|leukemic", re.IGNORECASE), None),
                      (re.compile(_OTHER_ORGAN + r"|mediastin|thym|\bfat\b|fatty|adipose|chest wall|pericolic|"
                                  r"pericolonic|perigastric|mesenter|omentum|colon|trachea", re.IGNORECASE),
                       re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE))],
+    # "hypodense" is solid-organ wording (liver, thyroid), not how lung nodules are described
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
-                                r"nodular (?:thickening|calcif)|lymph node", re.IGNORECASE),
+                                r"nodular (?:thickening|calcif)|lymph node|hypodense|schmorl|vertebra|subcutaneous|"
+                                r"mesenter|colon|calcul", re.IGNORECASE),
                      re.compile(r"\blungs?\b|pulmonary|parenchym", re.IGNORECASE))],
     # a fibrosing interstitial lung disease is not a *sequela* (scar of a past insult)
     "Pulmonary fibrotic sequela": [(re.compile(r"fibroadenom|fibroid|fibrous dysplasia", re.IGNORECASE), None),
