@@ -205,8 +205,9 @@ _GONE = _rx(r"(?:was|were|is|are) not (?:\w+ )?(?:detected|observed|seen) (?:\w+
             r"(?:completely|totally|fully) (?:regressed|resolved|disappeared)", r"disappeared",
             r"(?:show\w*|with) (?:a )?(?:full|complete|total) (?:regression|resolution)")
 # "the catheter, which was observed in the previous examination, was removed": the relative clause is skipped
-_REMOVED_AFTER_WHICH = re.compile(r"^[^.;]*?\bwhich\b[^.;]*?,\s*(?:was|were|has been|have been) (?:removed|extracted|"
-                                  r"not (?:observed|detected|seen))", re.IGNORECASE)
+_REMOVED_AFTER_WHICH = re.compile(r"^[^.;]*?\bwhich\b[^.;]*?,\s*(?:was|were|is|are|has been|have been) (?:removed|"
+                                  r"extracted|no longer|not (?:\w+ )?(?:observed|detected|seen)|(?:completely )?"
+                                  r"(?:regressed|resolved|disappeared))", re.IGNORECASE)
 _AFFIRM = _rx(r"observed", r"seen", r"detected", r"noted", r"present", r"identified", r"monitored", r"there (?:is|are)",
               r"evaluated", r"appear", r"considered", r"compatible", r"consistent", r"shows?", r"showed", r"contains?")
 _BREAK = re.compile(_AFFIRM.pattern + r"[^,;]*?(?:\band\b|,|;)|(?:,|\band\b)\s*(?:and )?there (?:is|are)",
