@@ -128,6 +128,7 @@ def test_cli_report_is_resumable_and_ask_json(ct_file, tmp_path, capsys):
     assert main(args + ["report", str(tmp_path / "missing.nii.gz"), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow  # 4 phantoms at 128x128x96: ~25 s on 2 idle cores, 80 s on a loaded box
 def test_phantom_eval_ci_sized():
     """CI-sized run of tools/eval_phantom_reports.py: guard leaves nothing unsupported; metrics are reported."""
     import importlib.util
