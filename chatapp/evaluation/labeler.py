@@ -66,6 +66,9 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
         r"fluid in the pericard", r"pericardial (?:space|recess)\w* (?:\w+ )?fluid", r"pericardial [\w-]*effusion",
         r"pericardial (?:minimal |mild |slight )?(?:effusion|fluid)", r"hydropericard",
         r"(?:effusion|fluid) (?:\w+ ){0,8}(?:in|of) the (?:\w+ ){0,3}pericardi(?:al|um)",
+        r"(?:effusion|fluid) (?:\w+ ){0,8}(?:in|at) the (?:deepest|thickest|widest) part of the pericardi(?:al|um)",
+        # "an effusion of 15 mm in both hemithorax and 12 mm in depth in the pericardial area": a measured share
+        r"(?:effusion|fluid)\b[^.;]{0,100}?\band \d+(?:\.\d+)? mm (?:\w+ ){0,3}in the pericardial (?:area|space|cavity)",
         r"pericardial (?:and|or|,) (?:\w+ ){0,2}(?:effusion|fluid)",  # "pericardial and pleural effusions"
         # "an effusion of 17 mm ... in the deepest part of the pericardial area" (no other organ, comma or negation between)
         r"(?:effusion|fluid)\b(?:(?!\bno\b|\bnot\b|\bwithout\b|pleura|hemithora)[^.;,]){0,100}?\bpericardial "
