@@ -46,7 +46,7 @@ def test_analyze_is_cached_and_reports(pipe, ct_file):
     for s in rep.sentences():
         assert s.region and s.source and s.evidence is not None
     for k in st.absent_regions:
-        sec = [x for x in rep.sections if x.region == k][0]
+        sec = next(x for x in rep.sections if x.region == k)
         assert "not in the field of view" in sec.sentences[0].text
 
 

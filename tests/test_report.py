@@ -48,7 +48,7 @@ def test_structured_report_is_grounded_and_ordered():
     assert "12.3%" in text and "150 mL" in text
     assert "The thyroid is not in the field of view." in text
     assert "Consolidation" in text and "Atelectasis" not in text
-    nod = [s for s in rep.sentences() if "nodule in" in s.text][0]
+    nod = next(s for s in rep.sentences() if "nodule in" in s.text)
     assert nod.mask == "findings/nodule_1" and nod.source == "measured" and nod.findings == ["Lung nodule"]
     assert any(e.value == pytest.approx(7.2) for e in nod.evidence)
     d = json.loads(json.dumps(rep.to_dict()))  # JSON-serialisable
@@ -92,7 +92,7 @@ def test_fleischner_categories(d, multiple, expect):
 
 def test_recommendation_cites_a_guideline():
     rep = Pipeline.from_config(model=False, store=False).report(make_study())
-    rec = [s for s in rep.sentences() if s.region == "recommendation"][0]
+    rec = next(s for s in rep.sentences() if s.region == "recommendation")
     assert rec.source == "guideline" and rec.citations == [1] and "[1]" in rec.text
     assert rep.citations and "Fleischner" in rep.citations[0].title
 

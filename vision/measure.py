@@ -12,8 +12,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from vision import regions_ops as ops
-from vision.measure_lung import (GGO_HU, GGO_MIN_COMPONENT_ML, GGO_OPEN_MM, HET_BAND_MM, HET_DEVIATION_HU,
-                                 HET_PARENCHYMA_HU, HET_SIGMA_MM, attenuation_heterogeneity, ground_glass)
+from vision.measure_lung import (
+    GGO_HU,
+    GGO_MIN_COMPONENT_ML,
+    GGO_OPEN_MM,
+    HET_BAND_MM,
+    HET_DEVIATION_HU,
+    HET_PARENCHYMA_HU,
+    HET_SIGMA_MM,
+    attenuation_heterogeneity,
+    ground_glass,
+)
 from vision.regions import RegionResult
 from vision.schema import Measurement
 from vision.volume import CTVolume
