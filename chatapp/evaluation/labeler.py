@@ -148,6 +148,8 @@ _UNEXCLUDED: dict[str, re.Pattern] = {
     "Lung opacity": _rx(r"linear (?:\w+ )?densit\w* increase", r"linear increase\w* (?:in|of) (?:\w+ )?densit",
                         r"icy densit", r"dependent densit"),
 }
+_ATTRIBUTED = re.compile(r"[^.;]{0,80}?\b(?:consistent with|compatible with|in favou?r of|secondary to) "
+                         r"(?:\w+ ){0,3}?(?:consolidat)", re.IGNORECASE)
 _PLAQUE_TRIGGERS = ("atherom", "plaque", "calcif", "atheroscl")
 
 # A mention is dropped when its sentence matches the finding's exclusion (another organ or another finding is meant)
@@ -161,7 +163,10 @@ _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
                                  r"ground[ -]glass nodul|leukemic", re.IGNORECASE), None),
                      (re.compile(_OTHER_ORGAN + r"|mediastin|thym|\bfat\b|fatty|adipose|chest wall|pericolic|"
                                  r"pericolonic|perigastric|mesenter|omentum|colon|trachea", re.IGNORECASE),
-                      re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE))],
+                      re.compile(r"\blungs?\b|pulmonary|\blobe|ground", re.IGNORECASE)),
+                     # mosaic density differences (their own finding), a decrease in density
+                     (re.compile(r"mosaic|decrease\w* (?:\w+ ){0,3}densit", re.IGNORECASE),
+                      re.compile(r"ground|opacit|infiltrat", re.IGNORECASE))],
     # "hypodense" is solid-organ wording (liver, thyroid), not how lung nodules are described
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
                                 r"nodular (?:thickening|calcif)|lymph node|hypodense|schmorl|vertebra|subcutaneous|"
@@ -280,8 +285,8 @@ def _uncertain(sentence: str, start: int, end: int) -> bool:
     return bool(_UNCERTAIN.search(sentence[lo:hi])) or sentence.rstrip().endswith("?")
 
 
-def _excluded(name: str, sentence: str) -> bool:
-    for bad, rescue in _EXCLUDE.get(name, ()):
+def _excluded(name: str, sentence: str, skip_first: bool = False) -> bool:
+    for bad, rescue in _EXCLUDE.get(name, ())[1 if skip_first else 0:]:
         if bad.search(sentence) and (rescue is None or not rescue.search(sentence)):
             return True
     return False
@@ -343,7 +348,11 @@ def _sentence_mentions(sent: str) -> tuple[tuple[str, int, int, bool, bool], ...
                 hits.append((name, m.start(), m.end()))
     hits = [h for h in hits if not _excluded(h[0], sent)]
     for name, pat in _UNEXCLUDED.items():
-        hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
+        if not _excluded(name, sent, skip_first=True):
+            hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
+    # a density the radiologist attributes to consolidation is labelled as that finding, not as an opacity
+    hits = [h for h in hits if not (h[0] == "Lung opacity" and "densit" in sent[h[1]:h[2]].lower()
+                                    and _ATTRIBUTED.match(sent, h[2]))]
     if any(t in low for t in _PLAQUE_TRIGGERS):
         hits += _plaques(sent)
     last_end: dict[str, int] = {}
