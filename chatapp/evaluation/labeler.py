@@ -82,7 +82,7 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
                             r"lymph node\w*(?! station)",
                             r"conglomerat\w* (?:\w+ ){0,2}nodes?")],
     "Emphysema": [_rx(r"emphysem", r"bullae?\b", r"bullous", r"blebs?\b")],
-    "Atelectasis": [_rx(r"(?<!fibro)(?<!fibro-)atelecta", r"hypoventilat", r"collapsed? (?:lung|lobe|segment)",
+    "Atelectasis": [_rx(r"(?<!fibro)(?<!fibro-)(?<!fibro )atelecta", r"hypoventilat", r"collapsed? (?:lung|lobe|segment)",
                         r"(?:lobe|segment|lung) collapse")],
     "Lung nodule": [_rx(r"nodules?\b", r"micronodul", r"nodular (?!ground|consolidat|densit|thicken|calcif|opacit|"
                         r"infiltrat|appearance|contour|pattern|septal|pleural)",
@@ -167,6 +167,9 @@ _EXCLUDE: dict[str, list[tuple[re.Pattern, re.Pattern | None]]] = {
                      # mosaic density differences (their own finding), a decrease in density
                      (re.compile(r"mosaic|decrease\w* (?:\w+ ){0,3}densit", re.IGNORECASE),
                       re.compile(r"ground|opacit|infiltrat", re.IGNORECASE))],
+    # atelectasis named as a sequela (fibro-atelectatic scar) is the sequela finding
+    "Atelectasis": [(re.compile(r"sequela\w* (?:of )?(?:\w+ )?atelecta|atelecta\w* (?:\w+ )?sequela", re.IGNORECASE),
+                     None)],
     # "hypodense" is solid-organ wording (liver, thyroid), not how lung nodules are described
     "Lung nodule": [(re.compile(r"thyroid|liver|hepat|adrenal|kidney|renal|breast|spleen|pleural nodul|"
                                 r"nodular (?:thickening|calcif)|lymph node|hypodense|schmorl|vertebra|subcutaneous|"
