@@ -349,10 +349,12 @@ def _sentence_mentions(sent: str) -> tuple[tuple[str, int, int, bool, bool], ...
         for pat in pats:
             for m in pat.finditer(sent):
                 hits.append((name, m.start(), m.end()))
-    hits = [h for h in hits if not _excluded(h[0], sent)]
-    for name, pat in _UNEXCLUDED.items():
-        if not _excluded(name, sent, skip_first=True):
-            hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
+    excluded = {name: _excluded(name, sent) for name in {h[0] for h in hits}}
+    hits = [h for h in hits if not excluded[h[0]]]
+    if "densit" in low:  # every _UNEXCLUDED wording names a density
+        for name, pat in _UNEXCLUDED.items():
+            if not _excluded(name, sent, skip_first=True):
+                hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
     # a density the radiologist attributes to consolidation is labelled as that finding, not as an opacity
     hits = [h for h in hits if not (h[0] == "Lung opacity" and "densit" in sent[h[1]:h[2]].lower()
                                     and _ATTRIBUTED.match(sent, h[2]))]
