@@ -37,7 +37,8 @@ CTRATE_REPORTS = SHARED / "ct-rate_ctclip-text-classifier" / "train.csv"
 MEDQUAD = SHARED / "rag_medquad" / "medquad_qa.jsonl.gz"
 
 VERSIONED = ("torch", "numpy", "scipy", "monai", "nibabel", "pydicom", "SimpleITK", "chromadb", "transformers",
-             "bitsandbytes", "sentence-transformers", "pycocoevalcap", "gradio")
+             "bitsandbytes", "sentence-transformers", "pycocoevalcap", "gradio", "llama_cpp_python")
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")  # change torch's behaviour under load
 
 
 @dataclass
@@ -155,6 +156,7 @@ def machine_info() -> dict[str, Any]:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "versions": {d: _version(d) for d in VERSIONED},
+        "thread_env": {k: os.environ.get(k, "unset") for k in THREAD_ENV},
     }
 
 
@@ -258,10 +260,12 @@ def print_result(res: BenchResult) -> None:
 
 
 def env_offline() -> None:
-    """The offline switches the app uses (never reach the hub from a benchmark)."""
-    for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                 "GRADIO_ANALYTICS_ENABLED": "False", "ANONYMIZED_TELEMETRY": "False",
-                 "TOKENIZERS_PARALLELISM": "false"}.items():
+    """The environment ``ctscribe`` sets for itself (offline switches, and whatever else the CLI sets, such as thread
+    settings), so a benchmark measures what the app runs; taken from ``chatapp.cli.OFFLINE_ENV`` so they never
+    drift. Must run before torch is imported to affect OpenMP settings (``bench.run`` passes it to each stage)."""
+    from chatapp.cli import OFFLINE_ENV
+
+    for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
 
 

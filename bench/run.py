@@ -103,6 +103,8 @@ def render(results: list[BenchResult], info: dict, quick: bool, plot_dir: Path, 
               f"{info['os']}, Python {info['python']}. Load average at start: {info['loadavg']} (shared machine: "
               "load above the core count inflates absolute times)."), "",
              "**Versions:** " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), "",
+             "**Thread settings:** " + (", ".join(f"{k}={v}" for k, v in info.get("thread_env", {}).items())
+                                        or "not recorded"), "",
              "## Summary", "",
              "| stage | case | metric | ours | baseline | ratio | target | met | n |",
              "|---|---|---|---|---|---|---|---|---|"]
