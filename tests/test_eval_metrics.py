@@ -61,8 +61,10 @@ OWN_HYPS = [
 
 @pytest.mark.slow
 def test_parity_with_pycocoevalcap_on_own_and_real_reports():
+    """Every metric equals pycocoevalcap run directly; METEOR's Python aggregation equals the jar's EVAL."""
     from conftest import SHARED_DATA
-    from chatapp.evaluation.metrics import NLG_KEYS, nlg_scores
+    from chatapp.evaluation.meteor import MeteorJar, aggregate_stats, format_stats, meteor_from_stats
+    from chatapp.evaluation.metrics import NLG_KEYS, nlg_grouped, ptb_tokenize
 
     hyps, refs = list(OWN_HYPS), list(OWN_REFS)
     csv_path = SHARED_DATA / "ct-rate_ctclip-text-classifier" / "train.csv"
@@ -74,7 +76,19 @@ def test_parity_with_pycocoevalcap_on_own_and_real_reports():
             texts = [r["report_text"] for r in csv.DictReader(f)][:24]
         refs += texts
         hyps += [noisy(t, rng) for t in texts]
-    ours = nlg_scores(hyps, refs, n_boot=20, workers=1)
+    with MeteorJar(1) as jar:  # one JVM for our scores and for the check of the aggregation against the jar's EVAL
+        ours = nlg_grouped(hyps, refs, {"all": range(len(hyps))}, n_boot=20, jar=jar)["all"]
+        toks = ptb_tokenize(hyps + refs)
+        th, tr = toks[:len(hyps)] + [toks[len(hyps)]], toks[len(hyps):] + [toks[len(hyps)]]  # + a perfect pair
+        th[1] = ""  # + an empty hypothesis
+        st = jar.stats(th, tr)
+        lines = [format_stats(r) for r in st]
+        total, seg = jar.eval_lines(lines)
+        sub_total, _ = jar.eval_lines(lines[3:17])
+    # METEOR aggregated in Python (corpus, per pair, a subset) equals the jar's own EVAL of the same statistics
+    assert meteor_from_stats(aggregate_stats(st)) == pytest.approx(total, abs=1e-12)
+    assert meteor_from_stats(st) == pytest.approx(seg, abs=1e-12)
+    assert meteor_from_stats(aggregate_stats(st[3:17])) == pytest.approx(sub_total, abs=1e-12)
     theirs = pycoco_reference(hyps, refs)
     assert list(ours.scores) == list(NLG_KEYS)
     for k in NLG_KEYS:
@@ -181,22 +195,3 @@ def test_meteor_aggregation_formula_on_known_statistics():
     assert meteor_from_stats(agg) == pytest.approx(1.0)
     w = np.array([[2, 0], [1, 1]])  # bootstrap weights
     assert aggregate_stats(np.stack([perfect, none]), w)[:, 0] == pytest.approx([8, 9])
-
-
-@pytest.mark.slow
-def test_meteor_python_aggregation_equals_the_jars_eval():
-    """Corpus, per-pair and subset scores aggregated in Python equal the jar's own EVAL of the same statistics."""
-    import numpy as np
-
-    from chatapp.evaluation.meteor import MeteorJar, aggregate_stats, format_stats, meteor_from_stats
-
-    hyps, refs = _random_corpus(40, 3)
-    hyps[5], hyps[6] = refs[5], ""  # a perfect pair (chunk rule) and an empty hypothesis
-    with MeteorJar(1) as jar:
-        st = jar.stats(hyps, refs)
-        lines = [format_stats(r) for r in st]
-        total, seg = jar.eval_lines(lines)
-        sub_total, _ = jar.eval_lines(lines[3:17])
-    assert meteor_from_stats(aggregate_stats(st)) == pytest.approx(total, abs=1e-12)
-    assert meteor_from_stats(st) == pytest.approx(np.array(seg), abs=1e-12)
-    assert meteor_from_stats(aggregate_stats(st[3:17])) == pytest.approx(sub_total, abs=1e-12)

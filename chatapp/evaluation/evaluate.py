@@ -111,9 +111,29 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
         n_boot: bootstrap resamples for the 95% CIs of the headline metrics (whole-report NLG, CE micro/macro, CRG).
         bertscore_model: a local model folder for BERTScore (reported as ``bertscore``); None skips it.
     """
+    t_start = time.perf_counter()
+    jar = None
+    if nlg and meteor:  # start the METEOR JVMs first: they load their tables while the labeler runs
+        from chatapp.evaluation.meteor import JavaMissingError, MeteorJar
+        from chatapp.evaluation.metrics import SMALL_CORPUS
+
+        n = min(len(preds), len(refs)) * (1 + (len(REGION_KEYS) // 2 if region_meteor else 0))
+        try:
+            jar = MeteorJar(1 if n < SMALL_CORPUS else None)
+        except JavaMissingError:
+            jar = None  # reported below, where the tokenizer needs Java too
+    try:
+        return _evaluate(preds, refs, pred_regions, ref_regions, ref_labels, nlg, meteor, region_meteor, n_boot,
+                         seed, bertscore_model, jar, t_start)
+    finally:
+        if jar is not None:
+            jar.close()
+
+
+def _evaluate(preds, refs, pred_regions, ref_regions, ref_labels, nlg, meteor, region_meteor, n_boot, seed,
+              bertscore_model, jar, t_start) -> EvalResult:
     from chatapp.evaluation.io import join_ids
 
-    t_start = time.perf_counter()
     P, R = _as_dict(preds), _as_dict(refs)
     ids, mismatch = join_ids(P, R)
     if mismatch["only_in_pred"] or mismatch["only_in_ref"]:
@@ -175,7 +195,8 @@ def evaluate_reports(preds: Mapping[str, str] | Sequence[str], refs: Mapping[str
             all_r += [rreg[k][reg] for k in rows]
         try:
             nlg_out = nlg_grouped(all_h, all_r, groups, n_boot=n_boot, seed=seed, meteor=meteor,
-                                  meteor_groups=None if region_meteor else ["__all__"], boot_groups=["__all__"])
+                                  meteor_groups=None if region_meteor else ["__all__"], boot_groups=["__all__"],
+                                  jar=jar)
         except JavaMissingError as e:
             res.nlg_note = str(e)
             log.warning("%s", e)

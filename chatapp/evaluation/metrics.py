@@ -18,6 +18,7 @@ ROUGE-L and CIDEr are means of the per-pair scores (CIDEr's IDF stays that of th
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -95,7 +96,7 @@ def nlg_scores(hyps: Sequence[str], refs: Sequence[str], *, tokenized: bool = Fa
 def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, Sequence[int]], *,
                 tokenized: bool = False, n_boot: int = 0, seed: int = 0, meteor: bool = True,
                 meteor_groups: Sequence[str] | None = None, boot_groups: Sequence[str] | None = None,
-                workers: int | None = None) -> dict[str, NLGResult]:
+                workers: int | None = None, jar: MeteorJar | None = None) -> dict[str, NLGResult]:
     """NLG metrics of several groups of pairs (e.g. whole reports and each region) sharing one tokenizer call and
     one METEOR pass; each group is scored as its own corpus (its own BLEU lengths and CIDEr IDF), exactly as a
     separate pycocoevalcap run on that group would.
@@ -105,6 +106,8 @@ def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, S
         meteor_groups: groups that get METEOR (default: all when ``meteor``).
         boot_groups: groups that get bootstrap CIs (default: all when ``n_boot``).
         workers: METEOR processes (default ``min(2, cpu_count)``, one below :data:`SMALL_CORPUS` distinct pairs).
+        jar: METEOR processes started earlier by the caller (so they load while it does other work); the caller
+            closes them. Default: started here and closed on return.
     """
     if len(hyps) != len(refs):
         raise CTScribeError(f"{len(hyps)} predictions but {len(refs)} references: pass aligned lists.")
@@ -114,31 +117,49 @@ def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, S
     need = sorted({i for g, idx in groups.items() if g in want_met for i in idx})
     if workers is None and len({(hyps[i], refs[i]) for i in need}) < SMALL_CORPUS:
         workers = 1  # a second JVM (~2 s of CPU to load the paraphrase tables) only pays off on larger corpora
-    met = MeteorJar(workers) if need else None  # starts the JVMs now: they load while the tokenizer runs
+    own = jar is None
+    met = (MeteorJar(workers) if own else jar) if need else None  # JVMs load while the tokenizer runs
+    stats = np.zeros((len(hyps), 23))
+    out: dict[str, NLGResult] = {}
+    weights: dict[str, np.ndarray | None] = {}
     try:
         if not tokenized:
             toks = ptb_tokenize(list(refs) + list(hyps))
             refs, hyps = toks[:len(refs)], toks[len(refs):]
-        stats = np.zeros((len(hyps), 23))
-        if met is not None:
-            stats[need] = met.stats([hyps[i] for i in need], [refs[i] for i in need])
+        box: dict = {}
+        worker = None
+        if met is not None:  # the jar aligns in the background while Python scores BLEU/ROUGE-L/CIDEr
+            def align() -> None:
+                try:
+                    box["stats"] = met.stats([hyps[i] for i in need], [refs[i] for i in need])
+                except BaseException as e:  # re-raised in the caller's thread
+                    box["error"] = e
+
+            worker = threading.Thread(target=align, daemon=True)
+            worker.start()
+        cache = NgramCache()
+        for g, idx in groups.items():
+            idx = list(idx)
+            if idx:
+                nb = n_boot if boot_groups is None or g in boot_groups else 0
+                out[g], weights[g] = _score_group([hyps[i] for i in idx], [refs[i] for i in idx], nb, seed, cache)
+        if worker is not None:
+            worker.join()
+            if "error" in box:
+                raise box["error"]
+            stats[need] = box["stats"]
     finally:
-        if met is not None:
+        if met is not None and own:
             met.close()
-    cache = NgramCache()
-    out = {}
     for g, idx in groups.items():
-        idx = list(idx)
-        if not idx:
-            continue
-        nb = n_boot if boot_groups is None or g in boot_groups else 0
-        gstats = stats[idx] if g in want_met else None
-        out[g] = _score_group([hyps[i] for i in idx], [refs[i] for i in idx], gstats, nb, seed, cache)
+        if g in out and g in want_met:
+            _add_meteor(out[g], stats[list(idx)], weights[g])
     return out
 
 
-def _score_group(hyps: list[str], refs: list[str], met_stats: np.ndarray | None, n_boot: int, seed: int,
-                 cache: NgramCache) -> NLGResult:
+def _score_group(hyps: list[str], refs: list[str], n_boot: int, seed: int, cache: NgramCache
+                 ) -> tuple[NLGResult, np.ndarray | None]:
+    """BLEU, ROUGE-L and CIDEr of one group (+ CIs); returns the bootstrap weights (n_boot, N) for METEOR's CI."""
     n = len(hyps)
     scores: dict[str, float] = {}
     per: dict[str, list[float]] = {}
@@ -150,22 +171,27 @@ def _score_group(hyps: list[str], refs: list[str], met_stats: np.ndarray | None,
     scores["ROUGE-L"], per["ROUGE-L"] = float(np.mean(rl)), [float(x) for x in rl]
     cd = cider_d(hyps, refs, cache)
     scores["CIDEr"], per["CIDEr"] = float(np.mean(cd)), [float(x) for x in cd]
-    if met_stats is not None:
-        scores["METEOR"] = float(meteor_from_stats(aggregate_stats(met_stats)))
-        per["METEOR"] = [float(x) for x in meteor_from_stats(met_stats)]
     ci: dict[str, tuple[float, float]] = {}
+    w = None
     if n_boot:
         rng = np.random.default_rng(seed)  # the same draws as one rng.integers(0, n, n) per resample
         w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float)
         boots = bleu_from_stats(w @ bstats)
         for k in range(4):
             ci[f"BLEU-{k + 1}"] = _pct(boots[:, k])
-        if met_stats is not None:
-            ci["METEOR"] = _pct(meteor_from_stats(aggregate_stats(met_stats, w)))
         for key, arr in (("ROUGE-L", rl), ("CIDEr", cd)):
             ci[key] = _pct(w @ arr / n)
-    ordered = {k: scores[k] for k in NLG_KEYS if k in scores}
-    return NLGResult(ordered, per, {k: ci[k] for k in NLG_KEYS if k in ci}, n)
+    return NLGResult({k: scores[k] for k in NLG_KEYS if k in scores}, per, ci, n), w
+
+
+def _add_meteor(res: NLGResult, met_stats: np.ndarray, w: np.ndarray | None) -> None:
+    """Corpus and per-pair METEOR (+ CI with the group's bootstrap weights) from the jar's per-pair statistics."""
+    res.scores["METEOR"] = float(meteor_from_stats(aggregate_stats(met_stats)))
+    res.per_pair["METEOR"] = [float(x) for x in meteor_from_stats(met_stats)]
+    if w is not None:
+        res.ci95["METEOR"] = _pct(meteor_from_stats(aggregate_stats(met_stats, w)))
+    res.scores = {k: res.scores[k] for k in NLG_KEYS if k in res.scores}
+    res.ci95 = {k: res.ci95[k] for k in NLG_KEYS if k in res.ci95}
 
 
 def _pct(values) -> tuple[float, float]:
