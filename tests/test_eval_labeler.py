@@ -91,10 +91,12 @@ def test_generated_sentences_of_the_phantom_generator():
     assert m.sentence.strip() == "A 8 mm solid nodule in the right upper lobe."
 
 
-# CV floor: the level reached (issue 3 follow-up): mean over 5 folds 0.9483; fold 4, never inspected by anyone
-# while writing rules, 0.9339 (was 0.9260). The test fails if a change makes the labeler worse.
-CV_MEAN_FLOOR = 0.945
-CV_HELDOUT_FOLD_FLOOR = 0.93
+# CV floor: the level reached (issue 3, session 2): mean over 5 folds 0.9557 (dev folds 0-3: 0.9671/0.9629/0.9595/
+# 0.9527); fold 4, whose reports nobody has read while writing rules, 0.9364 (was 0.9339, 0.9260 before). Weakest
+# label: Lung opacity 0.891. The test fails if a change makes the labeler worse.
+CV_MEAN_FLOOR = 0.952
+CV_HELDOUT_FOLD_FLOOR = 0.932
+CV_LABEL_FLOOR = 0.87
 
 
 @pytest.mark.data
@@ -109,7 +111,7 @@ def test_cross_validated_accuracy_and_speed():
     macro = [f["macro_f1"] for f in res["per_fold"]]
     assert np.mean(macro) >= CV_MEAN_FLOOR, macro
     assert macro[4] >= CV_HELDOUT_FOLD_FLOOR, macro
-    assert min(res["f1"]) >= 0.80, dict(zip(FINDING_NAMES, res["f1"]))
+    assert min(res["f1"]) >= CV_LABEL_FLOOR, dict(zip(FINDING_NAMES, res["f1"]))
     rate = speed(texts, cached=False)  # every sentence analysed anew (the cache only makes repeats faster)
     assert rate >= 400, f"{rate:.0f} reports/s (CPU time)"  # measured ~750/s; floor leaves room for slow CI CPUs
 
