@@ -3,11 +3,9 @@ generated sentences, and cross-validated accuracy/speed on the 800 radiologist-l
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from chatapp.evaluation.labeler import find_mentions, label_report, label_reports
+from chatapp.evaluation.labeler import find_mentions, label_report
 from vision.registry import FINDING_NAMES
 
 

@@ -63,6 +63,7 @@ OWN_HYPS = [
 def test_parity_with_pycocoevalcap_on_own_and_real_reports():
     """Every metric equals pycocoevalcap run directly; METEOR's Python aggregation equals the jar's EVAL."""
     from conftest import SHARED_DATA
+
     from chatapp.evaluation.meteor import MeteorJar, aggregate_stats, format_stats, meteor_from_stats
     from chatapp.evaluation.metrics import NLG_KEYS, nlg_grouped, ptb_tokenize
 
@@ -131,7 +132,7 @@ def test_length_mismatch_is_a_user_error():
 # The fast re-implementations (chatapp.evaluation.ngram / .meteor) against pycocoevalcap's own scorers.
 def _random_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
-    vocab = "no pleural effusion nodule lobe right left mm the of in lung normal is are both small".split()
+    vocab = ["no", "pleural", "effusion", "nodule", "lobe", "right", "left", "mm", "the", "of", "in", "lung", "normal", "is", "are", "both", "small"]
     base = [" ".join(s.lower().replace(".", " .").replace(",", " ,").replace(";", " ;").split())
             for s in OWN_REFS + OWN_HYPS]
     refs, hyps = [], []

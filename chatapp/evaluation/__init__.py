@@ -8,5 +8,14 @@ from chatapp.evaluation.evaluate import EvalResult, evaluate_reports, write_outp
 from chatapp.evaluation.labeler import Mention, find_mentions, label_report, label_reports
 from chatapp.evaluation.router import route_sentence, split_regions
 
-__all__ = ["EvalResult", "evaluate_reports", "write_outputs", "Mention", "find_mentions", "label_report",
-           "label_reports", "route_sentence", "split_regions"]
+__all__ = [
+           "EvalResult",
+           "Mention",
+           "evaluate_reports",
+           "find_mentions",
+           "label_report",
+           "label_reports",
+           "route_sentence",
+           "split_regions",
+           "write_outputs",
+]

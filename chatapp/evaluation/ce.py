@@ -14,7 +14,7 @@ are rare.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def ce_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str], *, 
             mic.append(b["micro"]["f1"])
             mac.append(b["macro"]["f1"])
             crg.append(crg_score(y[i], p[i]))
-        out["ci95"] = {"micro_f1": _pct(mic), "macro_f1": _pct(mac), "crg": _pct([c for c in crg if c == c])}
+        out["ci95"] = {"micro_f1": _pct(mic), "macro_f1": _pct(mac), "crg": _pct([c for c in crg if not math.isnan(c)])}
     return out
 
 

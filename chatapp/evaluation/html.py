@@ -97,8 +97,8 @@ def render_html(result, *, title: str = "ctscribe evaluation") -> str:
     plots = _plots(d, result.lengths_pred, result.lengths_ref)
     ce = d["ce"]
     ci = ce.get("ci95", {})
-    h = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    h = [(f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+          f"<style>{_CSS}</style></head><body>"), f"<h1>{html.escape(title)}</h1>"]
     miss = d["ids"]
     h.append(f"<p class='note'>{d['n_pairs']} report pairs; {len(miss.get('only_in_pred', []))} prediction ids and "
              f"{len(miss.get('only_in_ref', []))} reference ids without a partner were left out. Reference labels "

@@ -21,7 +21,8 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 
@@ -151,7 +152,7 @@ class MeteorJar:
         n = max(1, workers or min(2, os.cpu_count() or 1))
         self._procs = [_meteor_proc() for _ in range(n)]
 
-    def __enter__(self) -> "MeteorJar":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -19,8 +19,8 @@ ROUGE-L and CIDEr are means of the per-pair scores (CIDEr's IDF stays that of th
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -28,8 +28,16 @@ from chatapp.evaluation.meteor import JavaMissingError, MeteorJar, aggregate_sta
 from chatapp.evaluation.ngram import NgramCache, bleu_from_stats, bleu_stats, cider_d, rouge_l
 from vision.errors import CTScribeError
 
-__all__ = ["NLG_KEYS", "SMALL_CORPUS", "JavaMissingError", "NLGResult", "ptb_tokenize", "nlg_scores",
-           "nlg_grouped", "bertscore"]
+__all__ = [
+    "NLG_KEYS",
+    "SMALL_CORPUS",
+    "JavaMissingError",
+    "NLGResult",
+    "bertscore",
+    "nlg_grouped",
+    "nlg_scores",
+    "ptb_tokenize",
+]
 
 NLG_KEYS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 SMALL_CORPUS = 200  # distinct METEOR pairs below which one JVM runs instead of min(2, cpu_count)
@@ -132,7 +140,7 @@ def nlg_grouped(hyps: Sequence[str], refs: Sequence[str], groups: Mapping[str, S
             def align() -> None:
                 try:
                     box["stats"] = met.stats([hyps[i] for i in need], [refs[i] for i in need])
-                except BaseException as e:  # re-raised in the caller's thread
+                except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
                     box["error"] = e
 
             worker = threading.Thread(target=align, daemon=True)
