@@ -142,11 +142,11 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
     "Interlobular septal thickening": ("sept",),
 }
 # Wordings that name the finding even in a sentence that an exclusion above would drop: CT-RATE radiologists label
-# described *linear density increases* as opacity also when attributed to sequelae; "icy" (ground-glass) and
-# dependent densities are opacities.
+# described *linear density increases* as opacity also when attributed to sequelae, and ground glass also next to
+# sequelae or fibrosis in the same sentence; "icy" (ground-glass) and dependent densities are opacities.
 _UNEXCLUDED: dict[str, re.Pattern] = {
     "Lung opacity": _rx(r"linear (?:\w+ )?densit\w* increase", r"linear increase\w* (?:in|of) (?:\w+ )?densit",
-                        r"icy densit", r"dependent densit"),
+                        r"icy densit", r"dependent densit", r"(?:ground|frosted)[ -]glass(?![ -]nodul)"),
 }
 _ATTRIBUTED = re.compile(r"[^.;]{0,80}?\b(?:consistent with|compatible with|in favou?r of|secondary to) "
                          r"(?:\w+ ){0,3}?(?:consolidat)", re.IGNORECASE)
@@ -351,7 +351,7 @@ def _sentence_mentions(sent: str) -> tuple[tuple[str, int, int, bool, bool], ...
                 hits.append((name, m.start(), m.end()))
     excluded = {name: _excluded(name, sent) for name in {h[0] for h in hits}}
     hits = [h for h in hits if not excluded[h[0]]]
-    if "densit" in low:  # every _UNEXCLUDED wording names a density
+    if "densit" in low or "glass" in low:  # every _UNEXCLUDED wording names a density or ground glass
         for name, pat in _UNEXCLUDED.items():
             if not _excluded(name, sent, skip_first=True):
                 hits += [(name, m.start(), m.end()) for m in pat.finditer(sent)]
