@@ -11,6 +11,9 @@ export HF_DATASETS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
+# OpenMP threads sleep instead of spinning while they wait: on a busy 2-core machine (other processes, or the app's
+# own threads) spinning made torch 3-20x slower (bench/analysis.md); results are unchanged
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test install install-dev browser-deps demo bench lint llamacpp
 
