@@ -36,6 +36,11 @@ def test_all_18_names_in_ctrate_order():
     ("Interlobular septal thickening at the lung bases.", "Interlobular septal thickening"),
     ("A port catheter with its tip in the superior vena cava.", "Medical material"),
     ("Minimal pericardial effusion.", "Pericardial effusion"),
+    ("Band-like atelectatic changes were noted in the left lower lobe.", "Atelectasis"),  # "were noted" ≠ "were not"
+    ("Pleuroparenchymal density increases at both lung apices.", "Pulmonary fibrotic sequela"),
+    ("Fluid 7 mm thick is present in the deepest part of the pericardium.", "Pericardial effusion"),
+    ("Faint ground-glass areas next to the sequelae bands in the right upper lobe.", "Lung opacity"),
+    ("Linear density increases in the lingula, consistent with sequelae.", "Lung opacity"),
 ])
 def test_wordings(text, finding):
     assert finding in positives(text)
@@ -48,10 +53,31 @@ def test_wordings(text, finding):
     ("No suspicious mass, nodule or infiltration was detected in both lungs.", "Lung nodule"),
     ("Pericardial effusion-thickening was not observed.", "Pericardial effusion"),
     ("Without consolidation.", "Consolidation"),
+    ("The ground-glass areas described on the prior study have completely regressed.", "Lung opacity"),
+    ("Peribronchial thickening, which was present on the prior study, is not seen in the current examination.",
+     "Peribronchial thickening"),
 ])
 def test_negation(text, finding):
     assert finding not in positives(text)
     assert any(m.negated for m in find_mentions(text) if m.finding == finding)
+
+
+@pytest.mark.parametrize("text,finding,other", [
+    ("Calcified lymph nodes in the aortopulmonary window.", "Arterial wall calcification", "Lymphadenopathy"),
+    ("Dilated ascending aorta, calcified plaques in the coronary arteries.", "Arterial wall calcification",
+     "Coronary artery wall calcification"),
+    ("Increased density in the anterior mediastinum, compatible with thymic tissue.", "Lung opacity", None),
+    ("Hypodense nodules of up to 8 mm are present.", "Lung nodule", None),
+    ("Fibro atelectasis at both lung apices.", "Atelectasis", "Pulmonary fibrotic sequela"),
+    ("Mosaic density differences in both lungs.", "Lung opacity", "Mosaic attenuation pattern"),
+    ("Areas of increased density in the right lower lobe, consistent with consolidation.", "Lung opacity",
+     "Consolidation"),
+])
+def test_wording_that_names_another_finding(text, finding, other):
+    """Words that look like ``finding`` but, as CT-RATE radiologists label them, name ``other`` (or nothing)."""
+    found = positives(text)
+    assert finding not in found
+    assert other is None or other in found
 
 
 def test_negation_scope_ends_at_contrast():

@@ -87,14 +87,15 @@ _PATTERNS: dict[str, list[re.Pattern]] = {
     "Lung nodule": [_rx(r"nodules?\b", r"micronodul", r"nodular (?!ground|consolidat|densit|thicken|calcif|opacit|"
                         r"infiltrat|appearance|contour|pattern|septal|pleural)",
                         r"(?:lung|pulmonary|parenchymal) mass", r"mass lesion in the lung")],
-    # "pneumonic infiltration" is an interpretation, "active infiltration or mass ... detected" a translated negative
+    # "pneumonic infiltration" is an interpretation, "active infiltration or mass ... detected" a translated negative;
+    # "crazy paving" on its own is not labelled an opacity (nor septal thickening) in the CT-RATE annotations
     "Lung opacity": [_rx(r"opacit", r"ground[ -]glass", r"(?<!pneumonic )(?<!active )(?<!nodular )(?<!terms of )"
                          r"(?<!consolidation-)infiltrat", r"density increase", r"increased density",
                          r"increase in density", r"densit(?:y|ies) (?:\w+ ){0,3}(?:lung|parenchyma)",
-                         r"crazy paving", r"haziness", r"frosted glass")],
+                         r"haziness", r"frosted glass")],
     # apical/peripheral pleuroparenchymal densities and subpleural bands are scar (sequela) wording
     "Pulmonary fibrotic sequela": [_rx(r"fibro", r"sequela", r"parenchymal bands?", r"scar\b", r"scarring",
-                                       r"fibrous", r"sequel\b", r"pleura?-?parenchymal (?:\w+ ){0,2}(?:densit|bands?)",
+                                       r"fibrous", r"sequel\b", r"pleur[ao]-?parenchymal (?:\w+ ){0,2}(?:densit|bands?)",
                                        r"subpleural (?:\w+ )?bands?")],
     "Pleural effusion": [_rx(r"pleural (?:\w+ ){0,2}(?:effusion|fluid)", r"effusion", r"hydro ?(?:pneumo|pnomo)?thorax",
                              r"hemothorax", r"fluid (?:\w+ ){0,3}pleural", r"pleural space (?:\w+ ){0,3}fluid")],
