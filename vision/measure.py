@@ -315,6 +315,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
 
     # pleural fluid candidates (dependent fluid next to each lung), pericardial fluid (outer shell of the heart)
     spine_x = info.get("spine", {}).get("vx")
+    heart_10 = ops.dilate(heart, 10.0, sp) if heart.any() else heart
     for side in ("left", "right"):
         lung_s = s[f"lung_{side}"]
         if not lung_s.any():
@@ -325,12 +326,17 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         if spine_x is not None:
             near &= np.abs(np.arange(hu.shape[0])[:, None, None] - spine_x[None, None, :]) * sp[0] > 30.0
         fl = _fluid(hu, near, sp, 5.0)
+        if fl.any() and heart.any():  # fluid wrapped around the heart is pericardial, not pleural
+            lab_f, sz_f = ops.components(fl)
+            close_to_heart = np.bincount(lab_f[heart_10 & fl], minlength=sz_f.size) > 0.5 * sz_f
+            close_to_heart[0] = False
+            fl &= ~close_to_heart[lab_f]
         v = float(fl.sum()) * vml
         if fl.any():
             over[f"pleural_fluid_{side}"] = fl
         meas.append(Measurement(f"pleural_fluid_volume_{side}_ml", round(v, 1), "mL",
                                 f"fluid-density voxels ({FLUID_HU[0]:.0f}..{FLUID_HU[1]:.0f} HU) within 25 mm of the "
-                                "lung, components >= 5 mL (candidate)", "pleura", "low",
+                                "lung, components >= 5 mL, not mostly within 10 mm of the heart (candidate)", "pleura", "low",
                                 {"side": side, "mask_id": f"pleural_fluid_{side}" if fl.any() else None}))
     if heart.any():
         fl = _fluid(hu, heart & ~ops.erode(heart, 10.0, sp), sp, 5.0)
