@@ -4,7 +4,8 @@ Built from one ``Config`` (``CTScribeModel.from_config``). The ``model`` section
 
 ```yaml
 model:
-  encoder: {kind: astra|vit, preset: null}      # preset null → vision.preset; vit adds patch_size, hidden_size, ...
+  encoder: {kind: astra|vit, preset: null, tokens: null}  # preset null → vision.preset; tokens null → checkpoint's
+                                                 # (astra: [layer4] or e.g. [layer4, layer3]); vit: patch_size, ...
   resampler: {num_latents: 32, depth: 2, heads: 8, width: null}
   prototypes: {width: 128, per_class: 4, temperature: 0.1, use_visual_tokens: true, use_cues: true}
   llm: {...}                                     # see chatapp.llm
@@ -131,6 +132,7 @@ class CTScribeModel(nn.Module):
             if want_preset and want_preset != ckpt.meta["arch"]["preset"]:
                 check_preset(ckpt.meta["arch"]["preset"], ckpt.meta["arch"]["preset_params"], want_preset,
                              (config.get("vision.presets") or {}).get(want_preset))
+            check_token_set(ckpt.meta["arch"].get("encoder") or {}, sec.get("encoder") or {}, ckpt_dir)
             known = (config.get("vision.presets") or {}).get(ckpt.meta["arch"]["preset"])
             if known is not None:
                 check_preset(ckpt.meta["arch"]["preset"], ckpt.meta["arch"]["preset_params"],
@@ -186,8 +188,10 @@ class CTScribeModel(nn.Module):
         return probs, cue_text(probs)
 
     def visual_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(num_latents, llm_hidden) visual tokens for injection into the LLM input embeddings."""
-        return self.bridge.resampler(self._batch(tokens))[0]
+        """(num_latents, llm_hidden) visual tokens for injection into the LLM input embeddings.
+
+        The resampler reads only the encoder's first token group (layer4 for Astra), as it was trained."""
+        return self.bridge.resampler(self._batch(self.encoder.bridge_tokens(tokens)))[0]
 
     # ------------------------------------------------------------------ language side
     def prepare_messages(self, messages: list[dict], cues: str | None, visual: bool) -> list[dict]:
@@ -309,6 +313,23 @@ def arch_from_config(config: Config) -> dict[str, Any]:
         "preset": preset,
         "preset_params": dict(presets[preset]),
     }
+
+
+def check_token_set(ckpt_encoder: dict, config_encoder: dict, where: Path) -> None:
+    """Raise ``CheckpointError`` when the config asks for another encoder token set than the checkpoint's.
+
+    The prototype memory's weights have the same shapes for any token set, so only this check catches a mismatch.
+    """
+    want = config_encoder.get("tokens")
+    if want is None:
+        return
+    from vision.encoder import token_layers
+
+    have = token_layers(ckpt_encoder) if ckpt_encoder.get("kind", "astra") == "astra" else ("layer4",)
+    if token_layers({"tokens": want}) != have:
+        raise CheckpointError(f"encoder token set mismatch: the checkpoint {where} was trained on tokens "
+                              f"{list(have)} but the config asks for model.encoder.tokens={want}; set "
+                              "model.encoder.tokens: null (use the checkpoint's) or retrain the prototype memory")
 
 
 def _short_hash(obj: Any) -> str:

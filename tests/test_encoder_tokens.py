@@ -1,0 +1,83 @@
+"""The Astra encoder's multi-scale token set (model.encoder.tokens): shapes, pooling, cache namespace, loud mismatch.
+
+A stand-in network with the I3ResNet stage names and channel counts replaces the 224 MiB pretrained one, so these
+tests run in about a second; the real encoder is covered by the slow test in test_encoder.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chatapp.model import check_token_set
+from vision.encoder import AstraEncoder, build_encoder, token_layers
+from vision.errors import CheckpointError, ConfigError
+
+
+class _StandInI3(nn.Module):
+    """Same stage names, channels and strides as I3ResNet152 (input (B, 1, X, Y, Z) → layer4 (B, 2048, z, x, y))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv3d(3, 64, 1, stride=(1, 2, 2))
+        self.layer1 = nn.Conv3d(64, 256, 1, stride=2)
+        self.layer2 = nn.Conv3d(256, 512, 1, stride=2)
+        self.layer3 = nn.Conv3d(512, 1024, 1, stride=2)
+        self.layer4 = nn.Conv3d(1024, 2048, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 1, 4, 2, 3).repeat(1, 3, 1, 1, 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _encoder(tokens) -> AstraEncoder:
+    return AstraEncoder(None, token_layers({"tokens": tokens}), net=_StandInI3())
+
+
+def test_token_set_shapes_and_pooling():
+    x = torch.rand(2, 1, 64, 64, 32)  # layer3 grid (z, x, y) = (4, 4, 4), layer4 grid (2, 2, 2)
+    single = _encoder(None)
+    multi = _encoder(["layer4", "layer3", "layer2"])
+    t1, t3 = single(x), multi(x)
+    assert t1.shape == (2, 8, 2048)
+    assert t3.shape == (2, 8 + 64 + 64, 2048)  # layer4 first, then layer3 and layer2 on the layer3 grid
+    assert torch.equal(multi.bridge_tokens(t3), t1)  # the bridge still sees exactly the layer4 tokens
+    assert torch.equal(single.bridge_tokens(t1), t1)
+    net = multi.net  # recompute the extra groups independently
+    h = net.stem(x.permute(0, 1, 4, 2, 3).repeat(1, 3, 1, 1, 1))
+    l2 = net.layer2(net.layer1(h))
+    l3 = net.layer3(l2)
+    g3 = torch.cat([l3, l3], 1).flatten(2).transpose(1, 2)  # layer3 on its own grid: mean = max = itself
+    assert torch.allclose(t3[:, 8:72], g3, atol=1e-5)
+    g2 = torch.cat([F.avg_pool3d(l2, 2), F.max_pool3d(l2, 2)], 1).flatten(2).transpose(1, 2)  # 1024 wide
+    assert torch.allclose(t3[:, 72:, :1024], g2, atol=1e-5)
+    assert not t3[:, 72:, 1024:].any()  # zero-padded to the token width
+    assert multi(x[:1]).shape == (1, 136, 2048)  # hooks do not leak between calls
+    with pytest.raises(CheckpointError, match="another model.encoder.tokens"):
+        multi.bridge_tokens(t3[:, :100])
+
+
+def test_token_set_validation_and_cache_namespace():
+    assert token_layers({}) == ("layer4",) and token_layers({"tokens": "layer4"}) == ("layer4",)
+    for bad in (["layer3"], ["layer4", "layer9"], ["layer4", "layer3", "layer3"]):
+        with pytest.raises(ConfigError, match="model.encoder.tokens"):
+            token_layers({"tokens": bad})
+    with pytest.raises(ConfigError, match="vit"):
+        build_encoder({"kind": "vit", "tokens": ["layer4", "layer3"]}, None, (32, 32, 32))
+    # the feature cache is keyed by weights_id: old layer4-only entries keep their namespace, new sets get their own
+    assert _encoder(None).weights_id == AstraEncoder.weights_id
+    ids = {_encoder(t).weights_id for t in (None, ["layer4", "layer3"], ["layer4", "layer3", "layer2"])}
+    assert len(ids) == 3
+
+
+def test_checkpoint_token_set_mismatch_is_loud(tmp_path):
+    ckpt = {"kind": "astra", "tokens": ["layer4", "layer3"]}
+    check_token_set(ckpt, {"tokens": None}, tmp_path)  # null → the checkpoint's own set
+    check_token_set(ckpt, {"tokens": ["layer4", "layer3"]}, tmp_path)
+    with pytest.raises(CheckpointError, match="token set mismatch"):
+        check_token_set(ckpt, {"tokens": ["layer4"]}, tmp_path)
+    with pytest.raises(CheckpointError, match="token set mismatch"):  # an old checkpoint (no tokens key) is layer4
+        check_token_set({"kind": "astra"}, {"tokens": ["layer4", "layer3"]}, tmp_path)
