@@ -31,6 +31,7 @@ LAA_HU = -950.0
 NODULE_HU = -300.0  # solid nodule vs aerated lung: about midway between lung (~-850) and soft tissue (~40)
 NODULE_RANGE_MM = (3.0, 30.0)
 FLUID_HU = (-10.0, 30.0)  # simple fluid (effusion candidates)
+HILUM_MM = 35.0  # lung within this distance of the trachea/main bronchi and touching the mediastinum is the hilum
 CALCIUM_HU = 130.0  # Agatston threshold (non-contrast)
 
 
@@ -109,6 +110,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
     raw_lab, raw_sizes = ops.components(raw)
     # vessels enter at the hilum: drop anything touching the mediastinal side of the lung
     hilum = ops.dilate(s["thoracic_cavity"][bb] & ~lung[bb], 4.0, sp, in_plane=True)
+    if s["airway"].any():  # ... near the main bronchi only: a nodule against the mediastinal pleura elsewhere stays
+        hilum &= ops.dilate(s["airway"][bb], HILUM_MM, sp)
     lab, sizes = ops.components(sub)
     vml = np.prod(sp)
     for i in np.flatnonzero(sizes):
@@ -356,7 +359,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         loc = f"{n['side']} {n['lobe']} lobe" if n["lobe"] else f"{n['side']} lung"
         meas.append(Measurement("nodule", n["diameter_mm"], "mm",
                                 f"solid component > {NODULE_HU:.0f} HU inside the lung, opened 1.5 mm, not touching the "
-                                "hilum, roughly spherical, not part of the vessel tree; diameter of the equal-volume sphere",
+                                "hilum (mediastinal lung surface within 35 mm of the main airways), roughly spherical, not part of the vessel tree; diameter of the equal-volume sphere",
                                 "lung", n["confidence"],
                                 {"diameter_mm": n["diameter_mm"], "location": loc, "side": n["side"],
                                  "lobe": n["lobe"], "center_ras_mm": _center_ras(volume, n["center"], factors),
