@@ -83,7 +83,38 @@ def serve_rss(timeout_s: float = 240.0) -> tuple[float | None, float | None, flo
             proc.kill()
 
 
+_LOADED_SCRIPT = r"""
+import resource, sys, warnings
+warnings.filterwarnings("ignore")
+from chatapp.config import load_config
+from chatapp.pipeline import Pipeline
+pipe = Pipeline.from_config(load_config())
+st = pipe.analyze(sys.argv[1])
+pipe.report(st)
+for _ in pipe.ask_stream(st, "What follow-up is recommended for a small solid lung nodule?"):
+    pass
+print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def loaded_peak_mib(path: Path, timeout_s: float = 1500.0) -> tuple[float | None, str]:
+    """Peak RSS (MiB) of a fresh process that does what the server does for one user: build the default pipeline
+    (model + store), analyze ``path``, draft the report and answer one chat question. No benchmark baselines run in
+    that process, so its peak is the app's own."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _LOADED_SCRIPT, str(path)], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish within {timeout_s:.0f} s"
+    for line in proc.stdout.splitlines():
+        if line.startswith("PEAK_KIB"):
+            return int(line.split()[1]) / 1024, "default config, one upload + report + one chat turn"
+    return None, f"failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+
+
 def run(quick: bool) -> BenchResult:
+    from bench.common import TCIA_NIFTI
+
     res = BenchResult("serve")
     rss, hwm, up, note = serve_rss()
     if rss is not None:
@@ -93,6 +124,13 @@ def run(quick: bool) -> BenchResult:
         res.details.append(f"serve RSS not measured: {note}")
     if quick or not SMALL_CT.exists():
         return res
+    if TCIA_NIFTI.exists():
+        peak, note = loaded_peak_mib(TCIA_NIFTI)
+        if peak is not None:
+            res.rows.append(Row("memory", "app process after one TCIA upload + report + chat", "peak RSS MiB", peak,
+                                None, "", "<= 3 GB", peak <= 3072, 1, note))
+        else:
+            res.details.append(f"loaded-pipeline peak not measured: {note}")
     import warnings
 
     from chatapp.pipeline import Pipeline
