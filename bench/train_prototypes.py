@@ -6,7 +6,10 @@ by seed into train and validation (every ``--val-every``-th seed is validation);
 decay, token dropout and early stopping on the validation macro AUROC; the best state is written back into the
 checkpoint's ``prototypes.safetensors`` (same keys, same dtype) when ``--write`` is given.
 
-    python bench/train_prototypes.py --checkpoint chatapp/weights/demo --n 400 --write
+    python bench/train_prototypes.py --checkpoint chatapp/weights/demo --n 400 --write [--tokens layer4,layer3]
+
+``--tokens`` switches the encoder token set (``model.encoder.tokens``) the memory is trained on; ``--write`` records it
+in the checkpoint's ``arch.encoder.tokens`` (the bridge keeps reading layer4 only).
 
 Encoder features are cached by content hash under $CTSCRIBE_HOME (the first run encodes every phantom).
 ``--index FILE.jsonl`` (lines ``{"seed", "key", "labels"}``) skips regenerating phantoms whose features are cached.
@@ -153,6 +156,7 @@ def main() -> None:
     ap.add_argument("--init", choices=("checkpoint", "random"), default="random")
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--pca-dim", type=int, default=256, help="train in this PCA subspace, then fold (0: full)")
+    ap.add_argument("--tokens", default=None, help="encoder token set, e.g. layer4,layer3 (default: the checkpoint's)")
     ap.add_argument("--write", action="store_true", help="write the best prototypes into the checkpoint")
     args = ap.parse_args()
 
@@ -169,6 +173,9 @@ def main() -> None:
     t0, c0 = time.time(), time.process_time()
     cfg = load_config(None, [f"model.checkpoint={args.checkpoint}", "model.llm.quantization=none"])
     model = CTScribeModel.from_config(cfg)
+    old_tokens = model.arch["encoder"].get("tokens")
+    if args.tokens:
+        model.set_token_set(args.tokens.split(","))
     index: dict[int, dict] = {}
     for f in args.index:
         for line in Path(f).read_text().splitlines():
@@ -189,7 +196,7 @@ def main() -> None:
                           temperature=float(a.get("temperature", 0.1)))
     if args.init == "checkpoint":
         mem.load_state_dict(old.state_dict())
-    before, _ = macro_auroc(old.float(), val)
+    before = macro_auroc(old.float(), val)[0] if model.arch["encoder"].get("tokens") == old_tokens else None
     fitter = (lambda *a, **k: fit_projected(*a, dim=args.pca_dim, **k)) if args.pca_dim else fit
     res = fitter(mem, train, val, epochs=args.epochs, lr=args.lr, wd=args.wd, batch=args.batch, keep=args.keep,
               noise=args.noise, patience=args.patience, seed=args.train_seed)
@@ -208,10 +215,11 @@ def main() -> None:
         save_file({k: v.detach().to(ref[k].dtype).contiguous() for k, v in sd.items()}, str(path))
         meta_path = Path(args.checkpoint) / "config.json"
         meta = json.loads(meta_path.read_text())
+        meta["arch"]["encoder"] = model.arch["encoder"]  # the token set the memory was trained on
         meta.setdefault("train", {})["prototypes"] = {
             "command": "python bench/train_prototypes.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if k not in ("write", "index", "checkpoint")) + " --write",
+                if k not in ("write", "index", "checkpoint") and v is not None) + " --write",
             "data": {"kind": "phantom", "seed": args.seed, "n": args.n, "val_every": args.val_every},
             "best_epoch": res["best_epoch"], "val_macro_auroc": round(after, 4)}
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -159,6 +159,21 @@ class CTScribeModel(nn.Module):
         model.eval()
         return model
 
+    def set_token_set(self, tokens: list[str]) -> None:
+        """Switch the Astra encoder's token set (``model.encoder.tokens``) to retrain the prototype memory for it
+        (``bench/train_prototypes.py --tokens``). The bridge's input (layer4) is unchanged; the feature cache moves to
+        the new set's namespace and ``arch`` records the set, so a saved checkpoint carries it."""
+        from vision.encoder import token_layers
+
+        layers = token_layers({"tokens": tokens})
+        if not hasattr(self.encoder, "set_tokens"):
+            raise ConfigError(f"model.encoder.tokens selects Astra stages; the {self.encoder.kind} encoder has one set")
+        self.encoder.set_tokens(layers)
+        self.arch["encoder"] = {**self.arch["encoder"], "tokens": list(layers)}
+        if self._cache is not None:
+            ns = f"{self.encoder.weights_id}-{self.preset}-{_short_hash(self.preset_params)}"
+            self._cache = FeatureCache(self.data_dir / "features", ns)
+
     # ------------------------------------------------------------------ vision side
     @torch.no_grad()
     def encode(self, volume: CTVolume) -> torch.Tensor:

@@ -71,6 +71,10 @@ def test_token_set_validation_and_cache_namespace():
     assert _encoder(None).weights_id == AstraEncoder.weights_id
     ids = {_encoder(t).weights_id for t in (None, ["layer4", "layer3"], ["layer4", "layer3", "layer2"])}
     assert len(ids) == 3
+    enc = _encoder(["layer4", "layer3"])  # switching sets (bench/train_prototypes.py --tokens) leaves no stale hook
+    enc.set_tokens(("layer4",))
+    assert enc.weights_id == AstraEncoder.weights_id and not enc.net.layer3._forward_hooks
+    assert enc(torch.rand(1, 1, 64, 64, 32)).shape == (1, 8, 2048)
 
 
 def test_checkpoint_token_set_mismatch_is_loud(tmp_path):

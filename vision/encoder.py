@@ -100,14 +100,21 @@ class AstraEncoder(CTEncoder):
         self.net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self._taps: dict[str, torch.Tensor] = {}
+        self._hooks: list = []
+        self.set_tokens(tuple(tokens))
+
+    def set_tokens(self, tokens: tuple[str, ...]) -> None:
+        """Choose the token set (``token_layers`` order); also renames ``weights_id`` so cached features of
+        different token sets never mix (layer4 alone keeps the original id and its cache entries)."""
+        for h in self._hooks:
+            h.remove()
         self.tokens = tuple(tokens)
         self.token_parts = 1 + 8 * (len(self.tokens) - 1)  # each extra group lives on the 2x finer layer3 grid
-        if self.tokens != ("layer4",):  # the cache namespace must never mix token sets
-            self.weights_id = f"{AstraEncoder.weights_id}-{'+'.join(self.tokens)}"
-        self._taps: dict[str, torch.Tensor] = {}
-        for name in self.tokens[1:]:
-            getattr(self.net, name).register_forward_hook(
-                lambda _m, _i, out, name=name: self._taps.__setitem__(name, out))
+        base = AstraEncoder.weights_id
+        self.weights_id = base if self.tokens == ("layer4",) else f"{base}-{'+'.join(self.tokens)}"
+        self._hooks = [getattr(self.net, name).register_forward_hook(
+            lambda _m, _i, out, name=name: self._taps.__setitem__(name, out)) for name in self.tokens[1:]]
 
     def train(self, mode: bool = True) -> "AstraEncoder":  # frozen: BatchNorm statistics never update
         return super().train(False)
