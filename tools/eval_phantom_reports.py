@@ -15,7 +15,7 @@ Default geometry: 128x128x96 voxels at 2.7x2.7x3.33 mm, the same 346x346x320 mm 
 chest CT (0.7-1.5 mm in-plane, 1-3 mm slices): the pipeline resamples to the encoder preset anyway, and the
 measurements (nodule diameter, ground glass, fluid volumes, calcium) see smaller structures. 192x192x128 at
 1.8x1.8x2.5 mm works too but costs ~25 s per phantom on 2 loaded cores (phantom 5 s, regions 13 s, measurements
-6 s), against ~5 s here, which keeps the n=200 acceptance run under 20 minutes. The demo weights were trained at
+6 s), against 5-8 s here (n=200 took 28 min on today's shared box). The demo weights were trained at
 the demo geometry (their per-finding thresholds in configs/default.yaml are set so both geometries work);
 ``--shape 96,96,64 --spacing 3.6,3.6,5`` evaluates there.
 
