@@ -41,6 +41,9 @@ OFFLINE_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
+    # Idle OpenMP threads sleep instead of spinning: with the default policy torch ran 3-20x slower whenever other
+    # work shared the cores (two app users, the anatomy step beside the encoder); see bench/analysis.md.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
