@@ -19,6 +19,12 @@ visual tokens as input embeddings at a placeholder in the chat.
   (EOS ids of the generation config, ``max_new_tokens``); llama.cpp multiplies with 8-bit activations, so a long
   answer can diverge from the transformers one after some tokens.
 - ``text_backend_ctx``: llama.cpp context (prompt + answer tokens, default 4096); longer turns use transformers.
+- ``prefix_cache`` (default true) / ``prefix_cache_size`` (default 4): transformers turns keep the KV cache of their
+  last few prompts; a new prompt whose input embeddings start with the same rows (exact equality) reuses a copy of
+  that cache cropped to the shared prefix and prefills only the rest. Every chat question about one study repeats
+  the system prompt, cues, visual tokens and facts, so a follow-up question skips most of its prefill. Memory:
+  ``layers x 2 x kv_heads x head_dim x prompt tokens`` per entry (SmolLM2-135M: ~46 kB per token, ~46 MB for a
+  1,000-token prompt). The greedy answer is the same as without the cache up to float rounding of the split prefill.
 
 Heavy imports (torch, transformers, peft) happen inside functions so importing this module is cheap.
 """
@@ -29,6 +35,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import copy
 import threading
 import weakref
 from collections.abc import Iterator
@@ -193,6 +200,12 @@ class LLM:
     # text-only prompt embeddings made by embed_prompt -> their prompt text, so generate() can route them to the
     # text backend (callers such as CTScribeModel always pass embeddings); weak refs, keyed by id()
     _text_prompts: dict = field(default_factory=dict, repr=False)
+    # prompt-prefix KV cache (``model.llm.prefix_cache``): at most this many (prompt embeddings, KV cache) entries;
+    # 0 turns it off. Entries are only read (copied) or replaced under ``_lock``, never mutated in place.
+    prefix_cache_size: int = 0
+    prefix_min_tokens: int = 16  # shorter shared prefixes are not worth a cache copy
+    _prefix: list = field(default_factory=list, repr=False)
+    last_prefix_reused: int = 0  # prompt positions taken from the cache in the last transformers turn (diagnostics)
 
     @property
     def hidden_size(self) -> int:
@@ -266,23 +279,93 @@ class LLM:
                     "max_new_tokens": int(max_new_tokens or self.max_new_tokens),
                     "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
 
-    def generate(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> str:
-        """Greedy generation; returns only the new text. ``inputs_embeds`` (1, L, hidden) overrides ``messages``."""
+    # ------------------------------------------------------------------ prompt-prefix KV cache
+    def _model_key(self) -> tuple:
+        """Changes whenever the weights that shape the KV cache change: in-place updates of the LoRA adapter (a
+        training step) bump the tensors' version counters; the frozen base weights never change."""
+        return tuple(int(p._version) for p in self.lora_params)
+
+    def clear_prefix_cache(self) -> None:
+        """Drop every cached prompt prefix (e.g. after loading other weights into the model)."""
+        with self._lock:
+            self._prefix = []
+
+    def _with_prefix(self, kw: dict) -> dict:
+        """Add ``cache`` (a copy of the best cached KV prefix, cropped) to the generate kwargs. Call under ``_lock``.
+
+        The longest common prefix of ``kw["inputs_embeds"][0]`` (L, hidden) with a stored prompt is found by exact
+        row equality; at most L - 1 positions are reused so generate always prefills at least one position."""
+        self.last_prefix_reused = 0
+        emb = kw["inputs_embeds"]
+        if self.prefix_cache_size <= 0 or emb.shape[0] != 1:
+            return kw
+        kw = dict(kw, return_dict_in_generate=True)
+        key, new = self._model_key(), emb[0]
+        best, best_n = None, 0
+        for entry in self._prefix:
+            old = entry["embeds"]
+            if entry["key"] != key or old.shape[-1] != new.shape[-1] or old.dtype != new.dtype:
+                continue
+            m = min(old.shape[0], new.shape[0])
+            same = (old[:m] == new[:m]).all(-1)
+            n = m if bool(same.all()) else int((~same).nonzero()[0, 0])
+            if n > best_n:
+                best, best_n = entry, n
+        best_n = min(best_n, new.shape[0] - 1)
+        if best is None or best_n < self.prefix_min_tokens:
+            return kw
+        cache = copy.deepcopy(best["cache"])  # the stored entry stays intact while this turn appends to the copy
+        if cache.get_seq_length() > best_n:
+            cache.crop(best_n - cache.get_seq_length())
+        self.last_prefix_reused = best_n
+        return dict(kw, cache=cache)
+
+    def _remember(self, emb, out) -> None:
+        """Store the KV cache of this turn's prompt (cropped to the prompt, the answer's positions dropped). Call
+        under ``_lock``; the cache object came from this turn's own generate call, so nobody else holds it."""
+        cache = getattr(out, "cache", None) if self.prefix_cache_size > 0 else None
+        if cache is None or not hasattr(cache, "crop") or emb.shape[0] != 1:
+            return
+        n = int(emb.shape[1])
+        if cache.get_seq_length() < n:
+            return
+        if cache.get_seq_length() > n:
+            cache.crop(n - cache.get_seq_length())
+        new = emb[0].detach().clone()
+        keep = []
+        for entry in self._prefix:  # an entry that is a prefix of the new prompt adds nothing: drop it
+            old = entry["embeds"]
+            if old.shape[0] <= n and old.shape[-1] == new.shape[-1] and old.dtype == new.dtype and \
+                    bool((old == new[: old.shape[0]]).all()):
+                continue
+            keep.append(entry)
+        keep.append({"embeds": new, "cache": cache, "key": self._model_key()})
+        self._prefix = keep[-self.prefix_cache_size:]  # least recently stored first out
+
+    def _run_generate(self, kw: dict, streamer=None):
+        """``model.generate`` with the prefix cache (under ``_lock``, in inference mode); returns (1, T) token ids."""
         import torch
 
+        with self._lock, torch.inference_mode():
+            kw = self._with_prefix(kw)
+            out = self.model.generate(**kw, streamer=streamer) if streamer is not None else self.model.generate(**kw)
+            if isinstance(out, torch.Tensor):
+                return out
+            self._remember(kw["inputs_embeds"], out)
+            return out.sequences
+
+    def generate(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> str:
+        """Greedy generation; returns only the new text. ``inputs_embeds`` (1, L, hidden) overrides ``messages``."""
         route = self._text_route(messages, inputs_embeds, max_new_tokens)
         if route is not None:
             with self._lock:
                 ids = list(self.text_backend.token_ids(*route))
             return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        kw = self._gen_kwargs(messages, inputs_embeds, max_new_tokens)
-        with self._lock, torch.inference_mode():
-            out = self.model.generate(**kw)
+        out = self._run_generate(self._gen_kwargs(messages, inputs_embeds, max_new_tokens))
         return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
     def stream(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> Iterator[str]:
         """Like ``generate`` but yields text pieces as they are produced (a background thread runs generate)."""
-        import torch
         from transformers import TextIteratorStreamer
 
         route = self._text_route(messages, inputs_embeds, max_new_tokens)
@@ -295,8 +378,7 @@ class LLM:
 
         def work():
             try:
-                with self._lock, torch.inference_mode():
-                    self.model.generate(**kw, streamer=streamer)
+                self._run_generate(kw, streamer)
             except BaseException as e:  # noqa: BLE001 - surfaced in the consumer thread
                 errors.append(e)
                 streamer.end()
@@ -307,7 +389,6 @@ class LLM:
         th.join()
         if errors:
             raise errors[0]
-
 
     def _stream_text(self, prompt_ids: list[int], max_new_tokens: int) -> Iterator[str]:
         """Text pieces from the text backend: the decoded text grows token by token; a piece is yielded once it
@@ -352,6 +433,20 @@ def _text_backend(section: dict, name: str, device: str, lora: Any, model: Any, 
             log.warning("llama.cpp text backend unavailable (%s); using transformers", e)
             return None
         raise ConfigError(f"model.llm.text_backend=llamacpp: llama.cpp could not load {gguf} ({e})") from None
+
+
+def _prefix_cache_size(section: dict) -> int:
+    """Entries of the prompt-prefix KV cache per ``model.llm.prefix_cache`` / ``prefix_cache_size`` (0 = off)."""
+    if not section.get("prefix_cache", True):
+        return 0
+    try:
+        n = int(section.get("prefix_cache_size", 4))
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise ConfigError(f"model.llm.prefix_cache_size={section.get('prefix_cache_size')!r}: use a whole number "
+                          ">= 0 (entries kept; 0 turns the cache off)")
+    return n
 
 
 def add_lora(model, lora: dict):
@@ -409,7 +504,8 @@ def load_llm(section: dict, cache_dir: Path) -> LLM:
         tok.pad_token = tok.eos_token
     return LLM(model=model, tokenizer=tok, name=name, quantization=quant,
                max_new_tokens=int(section.get("max_new_tokens", 256)), lora=dict(lora) if lora else None,
-               lora_params=lora_params, text_backend=_text_backend(section, name, device, lora, model, tok))
+               lora_params=lora_params, text_backend=_text_backend(section, name, device, lora, model, tok),
+               prefix_cache_size=_prefix_cache_size(section))
 
 
 def save_tiny_random_llm(out_dir: Path, tokenizer_dir: Path, hidden_size: int = 32, layers: int = 2,

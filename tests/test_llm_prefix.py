@@ -1,0 +1,118 @@
+"""Prompt-prefix KV cache of ``LLM.generate`` / ``LLM.stream``: same greedy output as without it, bounded memory,
+stored caches never mutated, and the config switches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from chatapp.llm import IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, load_llm
+from vision.errors import ConfigError
+
+from test_model import tiny_llm_dir  # noqa: F401  (session fixture)
+
+SYSTEM = ("You are a radiology assistant. Scan facts: emphysema present (LAA-950 12 %), right lung volume 2.9 L, "
+          "left lung volume 2.6 L, no pleural effusion, heart size normal, aorta 33 mm. Answer briefly.")
+
+
+@pytest.fixture(scope="module")
+def llms(tiny_llm_dir):  # noqa: F811
+    """(cached LLM, reference LLM without the cache) sharing one tiny random model."""
+    llm = load_llm({"name_or_path": str(tiny_llm_dir), "quantization": "none", "device": "cpu",
+                    "max_new_tokens": 12, "text_backend": "transformers"}, tiny_llm_dir)
+    assert llm.prefix_cache_size == 4  # on by default
+    return llm, dataclasses.replace(llm, prefix_cache_size=0, _prefix=[])
+
+
+def _emb(llm: LLM, question: str, system: str = SYSTEM, visual: torch.Tensor | None = None) -> torch.Tensor:
+    user = f"{IMAGE_PLACEHOLDER}\n{question}" if visual is not None else question
+    text = llm.render([{"role": "system", "content": system}, {"role": "user", "content": user}])
+    return llm.embed_prompt(text, visual)
+
+
+def _snapshot(llm: LLM) -> list[list[torch.Tensor]]:
+    return [[t.clone() for layer in e["cache"].layers for t in (layer.keys, layer.values)] for e in llm._prefix]
+
+
+def test_shared_prefix_reused_and_output_unchanged(llms):
+    llm, ref = llms
+    llm.clear_prefix_cache()
+    visual = torch.randn(6, llm.hidden_size, generator=torch.Generator().manual_seed(1))
+    q1, q2 = _emb(llm, "Is there emphysema?", visual=visual), _emb(llm, "How big is the aorta?", visual=visual)
+    assert llm.generate([], inputs_embeds=q1) == ref.generate([], inputs_embeds=q1)
+    assert llm.last_prefix_reused == 0 and len(llm._prefix) == 1
+    assert llm._prefix[0]["cache"].get_seq_length() == q1.shape[1]  # answer positions are not stored
+    before = _snapshot(llm)
+    shared = int((q1[0, : q2.shape[1]] == q2[0, : q1.shape[1]]).all(-1).long().cumprod(0).sum())
+    a2 = llm.generate([], inputs_embeds=q2)
+    assert llm.last_prefix_reused == shared > 16 + visual.shape[0]  # system prompt and visual tokens reused
+    assert a2 == ref.generate([], inputs_embeds=q2)
+    after = _snapshot(llm)[0]  # the entry used for q2 is still there, unchanged
+    assert all(torch.equal(a, b) for a, b in zip(before[0], after, strict=True))
+    # the same prompt again: all but its last position come from the cache
+    assert llm.generate([], inputs_embeds=q2) == a2 and llm.last_prefix_reused == q2.shape[1] - 1
+
+
+def test_changed_prefix_is_not_reused(llms):
+    llm, ref = llms
+    llm.clear_prefix_cache()
+    q1 = _emb(llm, "Is there emphysema?")
+    llm.generate([], inputs_embeds=q1)
+    other = _emb(llm, "Is there emphysema?", system=SYSTEM.replace("12 %", "31 %"))
+    first_diff = int((q1[0, : other.shape[1]] == other[0, : q1.shape[1]]).all(-1).long().cumprod(0).sum())
+    out = llm.generate([], inputs_embeds=other)
+    assert llm.last_prefix_reused == first_diff < other.shape[1] - 10  # only up to the first differing row
+    assert out == ref.generate([], inputs_embeds=other)
+    fresh = _emb(llm, "Hello", system="A different assistant entirely.")
+    assert llm.generate([], inputs_embeds=fresh) == ref.generate([], inputs_embeds=fresh)
+    assert llm.last_prefix_reused == 0  # the chat-template header alone is shorter than prefix_min_tokens
+
+
+def test_streaming_with_cache_matches_plain_generate(llms):
+    llm, ref = llms
+    llm.clear_prefix_cache()
+    q1, q2 = _emb(llm, "Describe the lungs."), _emb(llm, "Any effusion?")
+    assert "".join(llm.stream([], inputs_embeds=q1)) == "".join(ref.stream([], inputs_embeds=q1))
+    before = _snapshot(llm)
+    text = "".join(llm.stream([], inputs_embeds=q2))
+    assert llm.last_prefix_reused > 16
+    assert text.strip() == ref.generate([], inputs_embeds=q2)
+    assert all(torch.equal(a, b) for a, b in zip(before[0], _snapshot(llm)[0], strict=True))
+
+
+def test_memory_bound_and_superseded_entries(llms):
+    llm, _ = llms
+    small = dataclasses.replace(llm, prefix_cache_size=2, _prefix=[])
+    prompts = [_emb(small, f"Question number {i}?", system=f"System prompt variant {i}. " + SYSTEM) for i in range(4)]
+    for e in prompts:
+        small.generate([], inputs_embeds=e, max_new_tokens=2)
+    assert len(small._prefix) == 2
+    assert [x["embeds"].shape[0] for x in small._prefix] == [p.shape[1] for p in prompts[-2:]]
+    # a longer prompt that extends a stored one replaces it instead of adding a second copy of the prefix
+    longer = torch.cat([prompts[-1], prompts[0][:, :5]], dim=1)
+    small.generate([], inputs_embeds=longer, max_new_tokens=2)
+    assert len(small._prefix) == 2 and small._prefix[-1]["embeds"].shape[0] == longer.shape[1]
+    assert small.last_prefix_reused == prompts[-1].shape[1]
+
+
+def test_lora_update_invalidates(tiny_llm_dir):  # noqa: F811
+    llm = load_llm({"name_or_path": str(tiny_llm_dir), "quantization": "none", "device": "cpu", "max_new_tokens": 3,
+                    "text_backend": "transformers", "lora": {"r": 2, "alpha": 4}}, tiny_llm_dir)
+    q = _emb(llm, "Is there emphysema?")
+    llm.generate([], inputs_embeds=q)
+    llm.generate([], inputs_embeds=q)
+    assert llm.last_prefix_reused == q.shape[1] - 1
+    with torch.no_grad():
+        llm.lora_params[0].add_(0.5)  # a training step changes the adapter in place: old KV values are stale
+    llm.generate([], inputs_embeds=q)
+    assert llm.last_prefix_reused == 0
+
+
+def test_prefix_cache_config():
+    assert _prefix_cache_size({}) == 4
+    assert _prefix_cache_size({"prefix_cache": False, "prefix_cache_size": 8}) == 0
+    assert _prefix_cache_size({"prefix_cache_size": 2}) == 2
+    with pytest.raises(ConfigError, match="prefix_cache_size"):
+        _prefix_cache_size({"prefix_cache_size": "many"})
