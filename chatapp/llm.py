@@ -509,10 +509,12 @@ def load_llm(section: dict, cache_dir: Path) -> LLM:
 
 
 def save_tiny_random_llm(out_dir: Path, tokenizer_dir: Path, hidden_size: int = 32, layers: int = 2,
-                         seed: int = 0) -> Path:
+                         seed: int = 0, init_std: float = 0.02) -> Path:
     """Write a tiny randomly initialised Llama-architecture causal LM (with a real tokenizer) to ``out_dir``.
 
     For CPU tests and debugging of the HF-path loading code: same code path as any local model directory.
+    ``init_std`` is the weights' initial standard deviation: at the default 0.02 greedy decoding repeats one token
+    whatever the prompt; 0.3 makes the output depend on the prompt (tests that compare outputs need that).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -525,7 +527,7 @@ def save_tiny_random_llm(out_dir: Path, tokenizer_dir: Path, hidden_size: int = 
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      tie_word_embeddings=True)
+                      tie_word_embeddings=True, initializer_range=init_std)
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)

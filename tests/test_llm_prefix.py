@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from chatapp.llm import IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, load_llm
+from chatapp.llm import (IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, embedded_model_dir, load_llm,
+                         save_tiny_random_llm)
 from vision.errors import ConfigError
 
 from test_model import tiny_llm_dir  # noqa: F401  (session fixture)
@@ -18,10 +19,13 @@ SYSTEM = ("You are a radiology assistant. Scan facts: emphysema present (LAA-950
 
 
 @pytest.fixture(scope="module")
-def llms(tiny_llm_dir):  # noqa: F811
-    """(cached LLM, reference LLM without the cache) sharing one tiny random model."""
-    llm = load_llm({"name_or_path": str(tiny_llm_dir), "quantization": "none", "device": "cpu",
-                    "max_new_tokens": 12, "text_backend": "transformers"}, tiny_llm_dir)
+def llms(weights_cache_dir, tmp_path_factory):
+    """(cached LLM, reference LLM without the cache) sharing one tiny random model whose greedy output depends on
+    the prompt (init_std 0.3; at 0.02 it repeats one token whatever the prompt, and no comparison would fail)."""
+    d = save_tiny_random_llm(tmp_path_factory.mktemp("tinyllm03"),
+                             embedded_model_dir("smollm2-135m-instruct", weights_cache_dir), init_std=0.3)
+    llm = load_llm({"name_or_path": str(d), "quantization": "none", "device": "cpu",
+                    "max_new_tokens": 12, "text_backend": "transformers"}, d)
     assert llm.prefix_cache_size == 4  # on by default
     return llm, dataclasses.replace(llm, prefix_cache_size=0, _prefix=[])
 
@@ -41,14 +45,15 @@ def test_shared_prefix_reused_and_output_unchanged(llms):
     llm.clear_prefix_cache()
     visual = torch.randn(6, llm.hidden_size, generator=torch.Generator().manual_seed(1))
     q1, q2 = _emb(llm, "Is there emphysema?", visual=visual), _emb(llm, "How big is the aorta?", visual=visual)
-    assert llm.generate([], inputs_embeds=q1) == ref.generate([], inputs_embeds=q1)
+    a1 = llm.generate([], inputs_embeds=q1)
+    assert a1 == ref.generate([], inputs_embeds=q1)
     assert llm.last_prefix_reused == 0 and len(llm._prefix) == 1
     assert llm._prefix[0]["cache"].get_seq_length() == q1.shape[1]  # answer positions are not stored
     before = _snapshot(llm)
     shared = int((q1[0, : q2.shape[1]] == q2[0, : q1.shape[1]]).all(-1).long().cumprod(0).sum())
     a2 = llm.generate([], inputs_embeds=q2)
     assert llm.last_prefix_reused == shared > 16 + visual.shape[0]  # system prompt and visual tokens reused
-    assert a2 == ref.generate([], inputs_embeds=q2)
+    assert a2 == ref.generate([], inputs_embeds=q2) and a2 != a1  # answers differ: the comparison has teeth
     after = _snapshot(llm)[0]  # the entry used for q2 is still there, unchanged
     assert all(torch.equal(a, b) for a, b in zip(before[0], after, strict=True))
     # the same prompt again: all but its last position come from the cache
