@@ -19,11 +19,13 @@ measurements (nodule diameter, ground glass, fluid volumes, calcium) see smaller
 the demo geometry (their per-finding thresholds in configs/default.yaml are set so both geometries work);
 ``--shape 96,96,64 --spacing 3.6,3.6,5`` evaluates there.
 
-Measured 2026-11-30, demo weights, seeds 100000-100199, ``report.use_store=false``, 2 shared cores:
+Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100199, ``report.use_store=false``, 2 shared cores:
 
     geometry              CE micro-F1 (TP/FP/FN)   nodule size <=1 mm   templates (presence, location, size)   time
     2.7x2.7x3.33 (dflt)   0.696 (608/47/484)       44/75                0.834 (1030/1200, 27/51, 29/51)        28 min
     2.7x2.7x3.33, before  0.528 (148/83/182), first 60 seeds (same 60 after: 0.684, 180/16/150)
+    2.7x2.7x3.33, layer4+layer3 demo weights (aac72f8, thresholds retuned), first 60 seeds: 0.723 (193/11/137),
+                          nodule 13/19, templates 0.863 (317/360, 8/13, 8/13), 4 min
     3.6x3.6x5             0.716 (629/35/463)       34/75                0.831 (1038/1200, 22/51, 22/51)        9 min
     3.6x3.6x5, before     0.625 (564/149/528)      37/75                0.793 (986/1200, 21/51, 25/51)
 
