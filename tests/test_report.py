@@ -31,7 +31,7 @@ def make_study(nodule_mm: float | None = 7.2, laa: float = 12.34, probs: dict | 
                     extra={"diameter_mm": nodule_mm, "lobe": "lung_upper_lobe_right", "side": "right",
                            "mask": "nodule_1"}))
     return Study(study_id, vol, absent_regions=list(absent), measurements=ms,
-                 probabilities=probs if probs is not None else {"Consolidation": 0.8, "Emphysema": 0.2,
+                 probabilities=probs if probs is not None else {"Consolidation": 0.999, "Emphysema": 0.2,
                                                                 "Atelectasis": 0.1})
 
 
@@ -200,7 +200,7 @@ def test_rephrase_prompt_shows_the_sentence_alone_and_echoes_are_stripped():
 
 
 def test_llm_auto_is_off_on_cpu_and_model_estimates_are_never_rephrased():
-    st = make_study(probs={"Consolidation": 0.8})
+    st = make_study(probs={"Consolidation": 0.999})
     model = RewritingModel(["Emphysema is present."] * 10)
     rep = Pipeline.from_config(model=model, store=False, use_llm="auto").report(st)
     assert rep.guard["llm"] == "not used" and model.rewrites  # no GPU LLM → structured sentences only

@@ -21,8 +21,8 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def study():
-    probs = {n: 0.05 for n in FINDING_NAMES} | {"Consolidation": 0.8}
-    return make_study(probs=probs)  # nodule 7.2 mm RUL, emphysema 12.3 %, left effusion 150 mL, consolidation P=0.8
+    probs = {n: 0.05 for n in FINDING_NAMES} | {"Consolidation": 0.999}
+    return make_study(probs=probs)  # nodule 7.2 mm RUL, emphysema 12.3 %, left effusion 150 mL, consolidation P=0.999 (above any configured threshold)
 
 
 def _templates(kind: str) -> list[str]:
