@@ -50,6 +50,28 @@ def test_analyze_is_cached_and_reports(pipe, ct_file):
         assert "not in the field of view" in sec.sentences[0].text
 
 
+def test_same_file_again_skips_decoding(pipe, ct_file, tmp_path, monkeypatch):
+    """A re-upload of the same bytes (another path) returns the cached Study without calling load_ct again; a
+    different file is decoded."""
+    import shutil
+
+    import vision.io
+
+    st = pipe.analyze(ct_file)
+    copy = tmp_path / "reupload.nii.gz"
+    shutil.copyfile(ct_file, copy)
+    calls = []
+    real = vision.io.load_ct
+    monkeypatch.setattr(vision.io, "load_ct", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert pipe.analyze(copy) is st and calls == []
+    other = tmp_path / "other.nii.gz"
+    img = nib.load(ct_file)
+    a = np.asarray(img.dataobj).copy()
+    a[0, 0, 0] = -999
+    nib.save(nib.Nifti1Image(a, img.affine), other)
+    assert pipe.analyze(other) is not st and len(calls) == 1
+
+
 class BrokenModel:
     weights_label = "broken"
 

@@ -49,5 +49,5 @@ class CTVolume:
         h.update(str(a.dtype).encode())
         h.update(np.asarray(a.shape, dtype=np.int64).tobytes())
         h.update(np.round(np.asarray(self.affine, dtype=np.float64), 4).tobytes())
-        h.update(a.tobytes())
+        h.update(memoryview(a).cast("B"))  # no copy of the voxels (same digest as a.tobytes())
         return h.hexdigest()
