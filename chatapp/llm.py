@@ -333,6 +333,9 @@ class LLM:
             return
         if cache.get_seq_length() > n:
             cache.crop(n - cache.get_seq_length())
+            for layer in getattr(cache, "layers", []):  # crop leaves views: copy so the answer's storage is freed
+                if getattr(layer, "keys", None) is not None:
+                    layer.keys, layer.values = layer.keys.contiguous(), layer.values.contiguous()
         new = emb[0].detach().clone()
         keep = []
         for entry in self._prefix:  # an entry that is a prefix of the new prompt adds nothing: drop it

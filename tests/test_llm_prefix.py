@@ -95,6 +95,10 @@ def test_memory_bound_and_superseded_entries(llms):
         small.generate([], inputs_embeds=e, max_new_tokens=2)
     assert len(small._prefix) == 2
     assert [x["embeds"].shape[0] for x in small._prefix] == [p.shape[1] for p in prompts[-2:]]
+    for x in small._prefix:  # each entry holds exactly its prompt's positions, not the answer's storage too
+        k = x["cache"].layers[0].keys
+        assert x["cache"].get_seq_length() == x["embeds"].shape[0]
+        assert k.untyped_storage().nbytes() == k.numel() * k.element_size()
     # a longer prompt that extends a stored one replaces it instead of adding a second copy of the prefix
     longer = torch.cat([prompts[-1], prompts[0][:, :5]], dim=1)
     small.generate([], inputs_embeds=longer, max_new_tokens=2)
