@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -121,6 +122,7 @@ class Pipeline:
         self._file_index: OrderedDict[str, str] = OrderedDict()
         self._seen: dict[str, Citation] = {}
         self.load_warnings: list[str] = []
+        self._warm_thread: threading.Thread | None = None  # the last chat warm-up (see warm_chat)
 
     @classmethod
     def from_config(cls, config: Any = None, **overrides: Any) -> Pipeline:
@@ -213,6 +215,8 @@ class Pipeline:
         self._cache[key] = study
         while len(self._cache) > int(self.settings.get("cache_size", 8)):
             self._cache.popitem(last=False)
+        if self.settings.get("warm_chat", True):  # first chat question fast too (issue 10: TTFT <= 1 s)
+            self._warm_thread = self.warm_chat(study)
         prog(1.0, "done")
         return study
 
@@ -265,6 +269,41 @@ class Pipeline:
             study.warnings.append(f"CT model failed ({type(e).__name__}: {e}); findings come from measurements only")
             log.warning("model failed: %s", e)
         study.timings["model"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------------ chat warm-up
+    def warm_chat(self, study: Study, *, background: bool = True) -> threading.Thread | None:
+        """Prefill the LLM's prompt-prefix KV cache with the part of the chat prompt that every free question about
+        ``study`` shares (system prompt, scan facts, cues, visual tokens: whatever ``prompts.chat_messages`` puts
+        before the question), so the first question after analysis prefills only its own tail.
+
+        The shared part is found, not assumed: the common leading rows of the prompt embeddings of two dummy
+        questions without passages. Runs in a daemon thread when ``background`` (returned, or ``None`` when there is
+        nothing to warm: no model, no visual tokens, or ``model.llm.prefix_cache`` off). Failures only warn.
+        """
+        m = self.model
+        llm = getattr(m, "llm", None)
+        if m is None or study.tokens is None or not getattr(llm, "prefix_cache_size", 0) or not hasattr(llm, "warm"):
+            return None
+
+        def work() -> None:
+            try:
+                import torch
+
+                facts = vqa.study_facts(study, self.calls(study))
+                with torch.no_grad():
+                    a, b = (m.prompt_embeds(prompts.chat_messages(facts, [], [], q), study.tokens) for q in "?!")
+                k = min(a.shape[1], b.shape[1])
+                n = int((a[0, :k] == b[0, :k]).all(-1).long().cumprod(0).sum())
+                llm.warm(a[:, :n])
+            except Exception as e:  # noqa: BLE001 - a warm-up must never break analysis
+                self._warn(f"chat warm-up failed ({type(e).__name__}: {e})")
+
+        if not background:
+            work()
+            return None
+        th = threading.Thread(target=work, name="ctscribe-chat-warm", daemon=True)
+        th.start()
+        return th
 
     # ------------------------------------------------------------------ report
     def calls(self, study: Study) -> dict[str, FindingCall]:

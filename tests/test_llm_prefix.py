@@ -12,7 +12,7 @@ from chatapp.llm import (IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, embedded_mo
                          save_tiny_random_llm)
 from vision.errors import ConfigError
 
-from test_model import tiny_llm_dir  # noqa: F401  (session fixture)
+from test_model import tiny_config, tiny_llm_dir, tiny_model  # noqa: F401  (session fixtures)
 
 SYSTEM = ("You are a radiology assistant. Scan facts: emphysema present (LAA-950 12 %), right lung volume 2.9 L, "
           "left lung volume 2.6 L, no pleural effusion, heart size normal, aorta 33 mm. Answer briefly.")
@@ -160,3 +160,32 @@ def test_real_smollm2_nf4_same_answer_with_prefix_cache(weights_cache_dir):
     a2 = llm.generate([], inputs_embeds=q2)
     assert llm.last_prefix_reused > 40
     assert a2 == ref.generate([], inputs_embeds=q2)
+
+
+def test_pipeline_warms_the_chat_prefix_after_analysis(tiny_model, tiny_llm_dir, tmp_path):  # noqa: F811
+    """After analysis a background warm-up caches the study part of the chat prompt; the first free question then
+    prefills only its own tail."""
+    import nibabel as nib
+    import numpy as np
+
+    from chatapp.pipeline import Pipeline
+
+    a = np.full((48, 40, 30), -1000, np.int16)
+    xx, yy = np.mgrid[:48, :40]
+    a[((xx - 24) / 22) ** 2 + ((yy - 20) / 17) ** 2 < 1] = 40
+    a[((xx - 14) / 7) ** 2 + ((yy - 20) / 11) ** 2 < 1, 3:27] = -860
+    p = tmp_path / "warm.nii.gz"
+    nib.save(nib.Nifti1Image(a, np.diag([4.0, 4.0, 8.0, 1.0])), p)
+    llm = tiny_model.llm
+    llm.clear_prefix_cache()
+    pipe = Pipeline(tiny_config(tiny_llm_dir), model=tiny_model, store=False)
+    st = pipe.analyze(p)
+    th = pipe._warm_thread
+    assert th is not None
+    th.join(60)
+    assert len(llm._prefix) == 1
+    warmed = llm._prefix[0]["embeds"].shape[0]
+    assert warmed > 16 + int(tiny_model.visual_embeddings(st.tokens).shape[0])  # system prompt + visual tokens
+    pipe.ask(st, "Explain in plain words what a CT scan is.")
+    assert llm.last_prefix_reused == warmed
+    assert Pipeline(tiny_config(tiny_llm_dir), model=False, store=False).warm_chat(st) is None
