@@ -409,6 +409,8 @@ class LLM:
         kw = self._gen_kwargs(messages, inputs_embeds, max_new_tokens)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
         errors: list[BaseException] = []
+        abandoned = threading.Event()  # set when the consumer stops reading (a user left the answer in the app)
+        kw["stopping_criteria"] = _stop_when(abandoned)
 
         def work():
             try:
@@ -419,7 +421,12 @@ class LLM:
 
         th = threading.Thread(target=work, daemon=True)
         th.start()
-        yield from streamer
+        try:
+            yield from streamer
+        finally:
+            # an abandoned stream (generator closed early) stops generating at the next token instead of holding
+            # the lock until max_new_tokens, which made the next question wait behind it
+            abandoned.set()
         th.join()
         if errors:
             raise errors[0]
@@ -441,6 +448,18 @@ class LLM:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if text.startswith(sent) and len(text) > len(sent):
             yield text[len(sent):]
+
+
+def _stop_when(event: threading.Event):
+    """A ``StoppingCriteriaList`` that ends ``generate`` at the next token once ``event`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def _text_backend(section: dict, name: str, device: str, lora: Any, model: Any, tok: Any) -> LlamaCppText | None:

@@ -215,7 +215,7 @@ class Pipeline:
         self._cache[key] = study
         while len(self._cache) > int(self.settings.get("cache_size", 8)):
             self._cache.popitem(last=False)
-        if self.settings.get("warm_chat", True):  # first chat question fast too (issue 10: TTFT <= 1 s)
+        if self.settings["warm_chat"]:  # first chat question fast too (issue 10: TTFT <= 1 s)
             self._warm_thread = self.warm_chat(study)
         prog(1.0, "done")
         return study
@@ -424,7 +424,7 @@ class Pipeline:
         if st is not None:
             try:
                 hits = st.search(question, k=int(self.config.get("retrieval.k", 5) or 5))
-                citations = vqa.citations_from_hits(hits[:3])
+                citations = vqa.citations_from_hits(hits[:int(self.settings["chat_passages"])])
             except Exception as e:
                 self._warn(f"knowledge search failed ({type(e).__name__}: {e})")
         for c in citations:
@@ -436,7 +436,8 @@ class Pipeline:
             yield text
             yield Answer(text, citations, plan.evidence, "free", weights)
             return
-        msgs = prompts.chat_messages(vqa.study_facts(study, calls), citations, history or [], question)
+        msgs = prompts.chat_messages(vqa.study_facts(study, calls), citations, history or [], question,
+                                     passage_chars=int(self.settings["chat_passage_chars"]))
         parts: list[str] = []
         try:
             out = m.generate(msgs, tokens=study.tokens, stream=True)

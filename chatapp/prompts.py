@@ -23,7 +23,7 @@ REPHRASE_EXAMPLE = ("Pleural effusion on the left, about 150 mL.", "There is a l
 
 CHAT_SYSTEM = (
     "You are ctscribe, an assistant that answers questions about one chest CT scan. "
-    "Use only the scan facts and the numbered passages below. Cite passages as [n]. "
+    "Use only the scan facts and the numbered passages given with the question. Cite passages as [n]. "
     "If the facts do not answer the question, say that it cannot be answered from this scan. "
     "You are a drafting aid, not a diagnosis."
 )
@@ -217,20 +217,25 @@ def rephrase_max_new_tokens(sentence: str, tokenizer: Any = None, cap: int = 60)
 
 
 def chat_messages(facts: str, passages: Sequence[Any], history: Sequence[dict[str, str]],
-                  question: str) -> list[dict[str, str]]:
-    """Messages for a free question: system prompt, the scan facts, numbered passages, prior turns, the question.
+                  question: str, passage_chars: int = 300) -> list[dict[str, str]]:
+    """Messages for a free question: system prompt + scan facts, prior turns, then the numbered passages and the
+    question in the last user message.
+
+    Everything that does not change between questions about one study comes first, so the LLM's prompt-prefix KV
+    cache (``model.llm.prefix_cache``) reuses it and a question prefills only its passages and its own words.
 
     Args:
         facts: plain-text summary of the Study (findings with evidence, measurements, absent regions).
         passages: retrieved passages, each with ``title`` and ``text`` (numbered [1], [2], ... in this order).
         history: prior turns as ``{"role", "content"}`` dicts (oldest first).
         question: the user's question.
+        passage_chars: characters of each passage shown to the LLM (the chat time-to-first-token grows with it).
     """
-    ctx = [f"Scan facts:\n{facts}"]
-    if passages:
-        ctx.append("Passages:\n" + "\n".join(f"[{i}] {getattr(p, 'title', '')}: {getattr(p, 'text', '')[:600]}"
-                                              for i, p in enumerate(passages, 1)))
-    msgs = [{"role": "system", "content": CHAT_SYSTEM + "\n\n" + "\n\n".join(ctx)}]
+    msgs = [{"role": "system", "content": CHAT_SYSTEM + "\n\nScan facts:\n" + facts}]
     msgs.extend({"role": h["role"], "content": h["content"]} for h in history if h.get("role") in ("user", "assistant"))
+    if passages:
+        cited = "\n".join(f"[{i}] {getattr(p, 'title', '')}: {getattr(p, 'text', '')[:passage_chars]}"
+                          for i, p in enumerate(passages, 1))
+        question = f"Passages:\n{cited}\n\nQuestion: {question}"
     msgs.append({"role": "user", "content": question})
     return msgs

@@ -189,3 +189,42 @@ def test_pipeline_warms_the_chat_prefix_after_analysis(tiny_model, tiny_llm_dir,
     pipe.ask(st, "Explain in plain words what a CT scan is.")
     assert llm.last_prefix_reused == warmed
     assert Pipeline(tiny_config(tiny_llm_dir), model=False, store=False).warm_chat(st) is None
+
+
+def test_abandoned_stream_stops_generating_and_frees_the_lock(llms):
+    """A consumer that stops reading (a user left the answer) ends generation at the next token: the next turn
+    does not wait behind max_new_tokens of an answer nobody reads."""
+    import time
+
+    llm, _ = llms
+    long = dataclasses.replace(llm, max_new_tokens=400, prefix_cache_size=0, _prefix=[])
+    q = _emb(llm, "Describe the lungs in detail.")
+    t = time.perf_counter()
+    full = "".join(long.stream([], inputs_embeds=q))
+    t_full = time.perf_counter() - t
+    assert len(long.tokenizer(full)["input_ids"]) > 100  # the tiny model does run long
+    gen = long.stream([], inputs_embeds=q)
+    next(gen)
+    t = time.perf_counter()
+    gen.close()  # what Gradio does when the user leaves
+    assert long._lock.acquire(timeout=max(1.0, t_full / 4))  # released well before the full answer's time
+    long._lock.release()
+    assert time.perf_counter() - t < t_full / 2
+
+
+def test_chat_prompt_puts_per_question_text_last():
+    """Scan facts stay in the system message and the passages go with the question, so every question about one
+    study shares the prompt prefix (system prompt, facts, cues, visual tokens) the prefix cache reuses."""
+    from types import SimpleNamespace
+
+    from chatapp.prompts import chat_messages
+
+    p = [SimpleNamespace(title="Fleischner 2017", text="x" * 1000), SimpleNamespace(title="BTS", text="guideline")]
+    a = chat_messages("emphysema present", p, [], "Is it severe?")
+    b = chat_messages("emphysema present", p[1:], [{"role": "user", "content": "Is it severe?"},
+                                                   {"role": "assistant", "content": "Moderate."}], "Which lobe?")
+    assert a[0] == b[0] and "emphysema present" in a[0]["content"] and "Passages" not in a[0]["content"]
+    assert a[-1]["content"].startswith("Passages:\n[1] Fleischner 2017: " + "x" * 300 + "\n[2] BTS: guideline")
+    assert a[-1]["content"].endswith("Question: Is it severe?") and "x" * 301 not in a[-1]["content"]
+    assert [m["role"] for m in b] == ["system", "user", "assistant", "user"] and b[1]["content"] == "Is it severe?"
+    assert chat_messages("f", [], [], "Hi?")[-1]["content"] == "Hi?"
