@@ -142,7 +142,13 @@ def run(quick: bool) -> BenchResult:
 
     st = pipe.analyze(path)
     ttft, total = [], []
+    llm = getattr(pipe.model, "llm", None)
     for _ in range(rep):
+        # each repeat starts as after a fresh analysis: an empty prefix cache, then the analysis' chat warm-up
+        # (which a real upload runs in the background); otherwise repeats 2..n would be full cache hits
+        if llm is not None and hasattr(llm, "clear_prefix_cache"):
+            llm.clear_prefix_cache()
+            pipe.warm_chat(st, background=False)
         t = time.perf_counter()
         first = None
         for part in pipe.ask_stream(st, QUESTION):
@@ -150,7 +156,7 @@ def run(quick: bool) -> BenchResult:
                 first = time.perf_counter() - t
         total.append(time.perf_counter() - t)
         ttft.append(first if first is not None else total[-1])
-    res.rows.append(Row("chat TTFT", "free question after analysis (retrieval + first token)", "median s",
+    res.rows.append(Row("chat TTFT", "free question after analysis and its chat warm-up (retrieval + first token)", "median s",
                         statistics.median(ttft), None, "", "<= 1 s", statistics.median(ttft) <= 1.0, rep,
                         f"whole answer median {statistics.median(total):.1f} s"))
     res.details.append(f"peak RSS of this process (pipeline with model + store, one study): {peak_rss_mb():.0f} MiB")
