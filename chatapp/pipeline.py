@@ -215,8 +215,6 @@ class Pipeline:
         self._cache[key] = study
         while len(self._cache) > int(self.settings.get("cache_size", 8)):
             self._cache.popitem(last=False)
-        if self.settings["warm_chat"]:  # first chat question fast too (issue 10: TTFT <= 1 s)
-            self._warm_thread = self.warm_chat(study)
         prog(1.0, "done")
         return study
 
@@ -301,8 +299,11 @@ class Pipeline:
         if not background:
             work()
             return None
-        th = threading.Thread(target=work, name="ctscribe-chat-warm", daemon=True)
+        # not a daemon: a daemon thread still inside torch when the interpreter exits aborts the process
+        # ("terminate called without an active exception", exit 134); exit waits for the warm-up instead
+        th = threading.Thread(target=work, name="ctscribe-chat-warm", daemon=False)
         th.start()
+        self._warm_thread = th
         return th
 
     # ------------------------------------------------------------------ report

@@ -57,7 +57,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # the time to first token (2 x 300 characters: 0.8 s on 2 cores after warm-up; 3 x 600: 1.9 s)
     "chat_passages": 2,
     "chat_passage_chars": 300,
-    "warm_chat": True,  # prefill the shared chat prompt (facts, cues, visual tokens) right after analysis
+    "warm_chat": True,  # the app prefills the shared chat prompt (facts, cues, visual tokens) after an upload
 }
 
 

@@ -180,8 +180,9 @@ def test_pipeline_warms_the_chat_prefix_after_analysis(tiny_model, tiny_llm_dir,
     llm.clear_prefix_cache()
     pipe = Pipeline(tiny_config(tiny_llm_dir), model=tiny_model, store=False)
     st = pipe.analyze(p)
-    th = pipe._warm_thread
-    assert th is not None
+    assert pipe._warm_thread is None  # batch use (CLI report/ask, scripts) never leaves a thread behind
+    th = pipe.warm_chat(st)  # what the app does after an upload
+    assert th is pipe._warm_thread and not th.daemon  # a daemon inside torch at exit aborts the process
     th.join(60)
     assert len(llm._prefix) == 1
     warmed = llm._prefix[0]["embeds"].shape[0]

@@ -64,6 +64,8 @@ def load_study(pipeline: Any, session: Session, files: Any, progress: ProgressFn
     path = prepare_input(session, files)
     prog(0.0, "loading")
     study = pipeline.analyze(path, progress=lambda f, m: prog(0.8 * float(f), m))
+    if getattr(pipeline, "settings", {}).get("warm_chat") and hasattr(pipeline, "warm_chat"):
+        pipeline.warm_chat(study)  # background prefill of the chat prompt: the first question starts in < 1 s
     prog(0.85, "drafting report")
     report = copy.deepcopy(pipeline.report(study))
     for i, s in enumerate(report.sentences()):
