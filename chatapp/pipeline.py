@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -74,6 +75,28 @@ def fleischner_advice(diameter_mm: float, multiple: bool) -> tuple[str, str]:
         return (f"{kind} larger than 8 mm", "CT at 3 to 6 months, then consider CT at 18 to 24 months")
     return (f"{kind} larger than 8 mm", "consider CT at 3 months, PET/CT, or tissue sampling")
 
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def repeat_cut(text: str, min_chars: int = 12) -> int | None:
+    """Where ``text`` starts repeating a complete sentence it already said (character offset), else ``None``.
+
+    Only complete sentences (followed by whitespace or a newline) of at least ``min_chars`` characters count, compared
+    case- and space-insensitively; the final, possibly unfinished, fragment is ignored. The chat uses it to end a
+    greedy small-LLM answer that has started to loop ("X is Y. X is Y. X is Y. ...").
+    """
+    seen: set[str] = set()
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        sent = " ".join(text[start:m.start()].split()).lower()
+        if len(sent) >= min_chars:
+            if sent in seen:
+                return start
+            seen.add(sent)
+        start = m.end()
+    return None
 
 
 def _file_digest(path: Any) -> str | None:
@@ -440,6 +463,7 @@ class Pipeline:
         msgs = prompts.chat_messages(vqa.study_facts(study, calls), citations, history or [], question,
                                      passage_chars=int(self.settings["chat_passage_chars"]))
         parts: list[str] = []
+        cut: int | None = None
         try:
             out = m.generate(msgs, tokens=study.tokens, stream=True)
             if isinstance(out, str):
@@ -447,13 +471,19 @@ class Pipeline:
             for delta in out:
                 parts.append(str(delta))
                 yield str(delta)
+                cut = repeat_cut("".join(parts))
+                if cut is not None:  # a small LLM decoding greedily loops: stop it at the first repeated sentence
+                    close = getattr(out, "close", None)
+                    if close is not None:
+                        close()  # an abandoned stream stops generating at the next token (chatapp.llm)
+                    break
         except Exception as e:
             self._warn(f"LLM generation failed ({type(e).__name__}: {e})")
             text = vqa.fallback_free_answer(question, study, calls, citations)
             yield text
             yield Answer(text, citations, plan.evidence, "free", weights)
             return
-        text = "".join(parts).strip()
+        text = "".join(parts)[:cut].strip()
         unsupported = sorted(guard.positive_findings(text) - supported_findings(calls) - set(plan.parsed.findings))
         if unsupported:  # the LLM asserted something the scan does not show: say so, never keep it silently
             note = (" [Note: the scan findings do not include " + ", ".join(unsupported).lower() + "; treat that "

@@ -126,6 +126,35 @@ def test_free_question_streams_cites_and_flags_unsupported_claims(pipe, ct_file)
         p.ask(st, "   ")
 
 
+class LoopingModel:
+    """Greedy small-LLM behaviour: the same sentence again and again; records how much of the stream was read."""
+    weights_label = "ctscribe-demo (demo weights trained on synthetic phantoms)"
+
+    def __init__(self):
+        self.read = 0
+
+    def generate(self, messages, tokens=None, max_new_tokens=None, stream=False):
+        def gen():
+            for piece in ["Emphysema means ", "damaged air sacs [1].", "\n"] + ["The air sacs are damaged. "] * 50:
+                self.read += 1
+                yield piece
+        return gen()
+
+
+def test_looping_answer_is_cut_at_the_first_repeated_sentence(ct_file):
+    from chatapp.pipeline import repeat_cut
+
+    model = LoopingModel()
+    p = Pipeline.from_config(model=model, store=FakeStore())
+    st = p.analyze(ct_file)
+    final = list(p.ask_stream(st, "What does emphysema mean?"))[-1]
+    assert final.text == "Emphysema means damaged air sacs [1].\nThe air sacs are damaged."
+    assert model.read < 10  # the stream was closed, generation did not run on
+    assert repeat_cut("Yes. Yes. No. No.") is None  # short sentences may repeat
+    assert repeat_cut("A long sentence here. Another one there. A long  sentence HERE. ") == 41
+    assert repeat_cut("A long sentence here. A long sentence here") is None  # unfinished fragment
+
+
 def test_study_name_is_phi_free(tmp_path):
     assert study_name("/data/case_01.nii.gz") == "case_01"
     assert study_name("/data/John Doe 19700101.nii.gz", "f" * 64) == "f" * 16
