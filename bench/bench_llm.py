@@ -32,6 +32,8 @@ from bench.common import BenchResult, Row, bench_main, repeats
 PROMPT = [{"role": "user", "content": "Describe the typical CT appearance of pulmonary emphysema in two sentences."}]
 LLAMACPP_PY = os.environ.get("BENCH_LLAMACPP_PYTHON", "/tmp/llamacpp-venv/bin/python")
 
+# Child-process copy of _samples + raw_llama_rate for a llama-cpp-python that lives in another interpreter
+# (LLAMACPP_PY, e.g. a separate venv without the project): it cannot import this module.
 _LLAMA_SCRIPT = r"""
 import json, sys, time
 from llama_cpp import Llama
@@ -62,6 +64,18 @@ def gguf_path() -> Path | None:
     return p if p.exists() else None
 
 
+def _samples(gen, n: int, rep: int) -> tuple[list[float], list[float]]:
+    """(decode tok/s, prefill + first-token s) samples: ``gen(k)`` times greedy generation of exactly k tokens; the
+    rate excludes prefill by subtracting a 1-token run from an (n+1)-token run. One warm-up run first."""
+    gen(4)
+    rates, firsts = [], []
+    for _ in range(rep):
+        t1 = gen(1)
+        rates.append(n / (gen(n + 1) - t1))
+        firsts.append(t1)
+    return rates, firsts
+
+
 def decode_rate(llm, n: int, rep: int) -> tuple[float, float, list[float]]:
     """(median decode tok/s, median prefill+first-token s, samples) for greedy generation of n tokens."""
     import statistics
@@ -77,13 +91,7 @@ def decode_rate(llm, n: int, rep: int) -> tuple[float, float, list[float]]:
             llm.model.generate(**{**kw, "max_new_tokens": k, "min_new_tokens": k}, suppress_tokens=[eos])
         return time.perf_counter() - t
 
-    gen(4)
-    rates, firsts = [], []
-    for _ in range(rep):
-        t1 = gen(1)
-        tn = gen(n + 1)
-        firsts.append(t1)
-        rates.append(n / (tn - t1))
+    rates, firsts = _samples(gen, n, rep)
     return statistics.median(rates), statistics.median(firsts), rates
 
 
@@ -101,13 +109,7 @@ def backend_rate(llm, n: int, rep: int) -> tuple[float, float, list[float]]:
         return time.perf_counter() - t
 
     try:
-        gen(4)
-        rates, firsts = [], []
-        for _ in range(rep):
-            t1 = gen(1)
-            tn = gen(n + 1)
-            firsts.append(t1)
-            rates.append(n / (tn - t1))
+        rates, firsts = _samples(gen, n, rep)
     finally:
         be.eos_ids = saved
     return statistics.median(rates), statistics.median(firsts), rates
@@ -156,12 +158,7 @@ def raw_llama_rate(llama, prompt_ids: list[int], n: int, rep: int) -> list[float
                 break
         return time.perf_counter() - t
 
-    gen(4)
-    out = []
-    for _ in range(rep):
-        t1 = gen(1)
-        out.append(n / (gen(n + 1) - t1))
-    return out
+    return _samples(gen, n, rep)[0]
 
 
 def run(quick: bool) -> BenchResult:
