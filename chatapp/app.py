@@ -142,7 +142,7 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
         upload_outputs = [state, status, banner, *imgs, *sliders, overlays, window, legend, measures, table, preview,
                           evidence, chat, cites]
 
-        def on_upload(session, upload, progress=gr.Progress()):
+        def on_upload(session, upload, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress this way)
             session = _session(session)
             n_out = len(upload_outputs)
             try:
@@ -150,11 +150,11 @@ def build_app(pipeline: Any, config: Any = None) -> gr.Blocks:
             except CTScribeError as e:
                 gr.Warning(str(e))
                 return (session, f"**Could not load the study:** {e}", *([gr.update()] * (n_out - 2)))
-            except Exception as e:  # noqa: BLE001 - never crash the UI; the server log has the traceback
+            except Exception as e:
                 log.exception("analysis failed")
                 gr.Warning(f"internal error: {type(e).__name__}")
-                return (session, f"**Internal error** ({type(e).__name__}: {e}). The server log has details; "
-                        "try another file or report the problem.", *([gr.update()] * (n_out - 2)))
+                return (session, (f"**Internal error** ({type(e).__name__}: {e}). The server log has details; "
+                                  "try another file or report the problem."), *([gr.update()] * (n_out - 2)))
             setup = cb.slider_setup(session)
             mids = [setup[p][1] for p in PLANES]
             images = cb.render_all(session, mids, "lung", [], 0.4)

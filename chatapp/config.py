@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from vision.errors import ConfigError
+
 
 def _config_dir() -> Path:
     """configs/ beside the packages (source checkout, editable install), else $CTSCRIBE_CONFIG_DIR, else ./configs."""
@@ -91,7 +93,7 @@ class Config:
             cur = cur[part]
         return cur
 
-    def with_overrides(self, overrides: Iterable[str]) -> "Config":
+    def with_overrides(self, overrides: Iterable[str]) -> Config:
         raw = copy.deepcopy(self.raw)
         for item in overrides:
             parts, value = _parse_override(item)

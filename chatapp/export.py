@@ -29,7 +29,7 @@ def report_text(report: Report) -> str:
 def report_json(report: Report) -> str:
     """Full report as JSON (all sentences with status, evidence, citations), plus the export time (UTC)."""
     d = report.to_dict()
-    d["exported_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    d["exported_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if DRAFT_NOTICE not in d["notices"]:
         d["notices"].append(DRAFT_NOTICE)
     return json.dumps(d, indent=2, ensure_ascii=False, default=str)

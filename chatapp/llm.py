@@ -31,11 +31,11 @@ Heavy imports (torch, transformers, peft) happen inside functions so importing t
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
 import shutil
-import copy
 import threading
 import weakref
 from collections.abc import Iterator

@@ -48,7 +48,7 @@ class Session:
     last_used: float = field(default_factory=time.time)
 
     @classmethod
-    def create(cls, root: str | Path | None = None) -> "Session":
+    def create(cls, root: str | Path | None = None) -> Session:
         root = Path(root) if root else sessions_root()
         root.mkdir(parents=True, exist_ok=True)
         sid = uuid.uuid4().hex

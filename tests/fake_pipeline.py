@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from chatapp.schema import (DEMO_WEIGHTS_NOTICE, Answer, Citation, Evidence, Report, Section, Sentence, Study)
+from chatapp.schema import DEMO_WEIGHTS_NOTICE, Answer, Citation, Evidence, Report, Section, Sentence, Study
 from vision.errors import InputNotFoundError, UnsupportedFormatError
 from vision.registry import region as region_info
 from vision.schema import Measurement
@@ -74,7 +75,7 @@ class FakePipeline:
         self.weights = f"fake-checkpoint ({DEMO_WEIGHTS_NOTICE})" if demo_weights else "fake-checkpoint"
 
     @classmethod
-    def from_config(cls, config: Any = None, **overrides: Any) -> "FakePipeline":
+    def from_config(cls, config: Any = None, **overrides: Any) -> FakePipeline:
         return cls(**overrides)
 
     def analyze(self, path: str | Path, *, progress: Callable[[float, str], None] | None = None) -> Study:

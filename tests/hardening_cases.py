@@ -10,14 +10,20 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
 from malformed_corpus import BUILDERS, Case, ct_array, write_dicom_series, write_dicom_slice, write_nifti
-from vision.errors import CorruptFileError, GeometryError, InputNotFoundError, IntensityError, UnsafeArchiveError, \
-    UnsupportedFormatError
+
+from vision.errors import (
+    CorruptFileError,
+    GeometryError,
+    InputNotFoundError,
+    IntensityError,
+    UnsafeArchiveError,
+    UnsupportedFormatError,
+)
 from vision.io import IngestLimits
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-
 from malformed_corpus import write_dicom_series
 
 TEXT = "ZQPHI"  # in every text tag, with the tag name after it
@@ -69,7 +68,7 @@ def write_phi_series(folder: Path, shape=(64, 64, 32)) -> list[Path]:
 def _pdf_text(data: bytes) -> bytes:
     """A PDF's bytes plus its inflated streams (text is usually deflated)."""
     out = [data]
-    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.DOTALL):
         try:
             out.append(zlib.decompress(m.group(1)))
         except zlib.error:

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_pipeline import FakePipeline  # noqa: E402
+from fake_pipeline import FakePipeline
 
-from chatapp.config import load_config  # noqa: E402
-from chatapp.schema import DEMO_WEIGHTS_NOTICE, DRAFT_NOTICE  # noqa: E402
-from chatapp.sessions import Session, close_session, sweep_stale  # noqa: E402
-from chatapp.ui import callbacks as cb  # noqa: E402
-from chatapp.ui.viewer import mask_centroid, render_slice, take_slice  # noqa: E402
-from vision.errors import ConfigError, CTScribeError, InputNotFoundError, UnsupportedFormatError  # noqa: E402
+from chatapp.config import load_config
+from chatapp.schema import DEMO_WEIGHTS_NOTICE, DRAFT_NOTICE
+from chatapp.sessions import Session, close_session, sweep_stale
+from chatapp.ui import callbacks as cb
+from chatapp.ui.viewer import mask_centroid, render_slice, take_slice
+from vision.errors import ConfigError, CTScribeError, InputNotFoundError, UnsupportedFormatError
 
 
 def _upload(tmp_path: Path, name: str, data: bytes) -> Path:

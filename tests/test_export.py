@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_pipeline import FakePipeline  # noqa: E402
+from fake_pipeline import FakePipeline
 
-from chatapp.export import export_report, report_json, report_pdf, report_text  # noqa: E402
-from chatapp.schema import DRAFT_NOTICE  # noqa: E402
-from vision.errors import CTScribeError  # noqa: E402
+from chatapp.export import export_report, report_json, report_pdf, report_text
+from chatapp.schema import DRAFT_NOTICE
+from vision.errors import CTScribeError
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_pdf_is_a_pdf_with_the_text(report):
     import re
     import zlib
 
-    streams = b"".join(zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", b, re.S))
+    streams = b"".join(zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", b, re.DOTALL))
     assert b"Edited nodule sentence <= 6 mm - right lung." in streams  # non-latin-1 characters mapped
     assert b"No emphysema" not in streams  # removed sentence left out
     assert b"drafting aid, not a diagnosis" in streams

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chatapp.cli import COMMANDS, main
+from chatapp.cli import main
 from chatapp.config import load_config
 from vision.errors import ConfigError, CTScribeError
 from vision.registry import FINDING_NAMES, FINDINGS, REGION_KEYS, finding, region

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from malformed_corpus import ct_array, write_dicom_series, write_dicom_slice, write_nifti
+
 from vision.errors import CTScribeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -160,7 +160,7 @@ def test_fuzz_regression_dicom_number_that_is_not_one():
 @given(ops=st.lists(mutation, min_size=1, max_size=6))
 def test_fuzz_nifti_header_inside_gzip(ops):
     """Mutate the uncompressed NIfTI, then gzip it: reaches the header checks instead of gzip's CRC."""
-    name, data = seeds()["nii"]
+    _, data = seeds()["nii"]
     _load("scan.nii.gz", gzip.compress(mutate(data, ops), compresslevel=1))
 
 

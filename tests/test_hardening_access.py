@@ -70,7 +70,8 @@ def test_malformed_env_credentials_are_refused(env):
 def test_cli_serve_public_without_auth_exits_2_before_starting_anything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CTSCRIBE_AUTH"}
     r = subprocess.run([sys.executable, "-m", "chatapp.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
+                       capture_output=True, text=True, timeout=120, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                       check=False)
     assert r.returncode == 2
     assert "refusing to serve on 0.0.0.0" in r.stderr and "Traceback" not in r.stderr
     assert "serving on" not in r.stdout
@@ -112,7 +113,7 @@ def test_uploads_are_copied_into_a_private_per_session_dir_and_removed(tmp_path)
 # ---------------------------------------------------------------------------------------------- code scanning
 def _tracked_sources() -> list[Path]:
     out = subprocess.run(["git", "ls-files", "*.py", "*.yaml", "*.yml", "*.toml", "*.cfg", "*.json", "Dockerfile*"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.split()
+                         capture_output=True, text=True, cwd=ROOT, timeout=60, check=True).stdout.split()
     files = [ROOT / f for f in out if (ROOT / f).is_file()]
     assert len(files) > 50
     return files

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from chatapp.cli import main
 from hardening_cases import ALL_BUILDERS, EXTRA_BUILDERS
 from malformed_corpus import Case, build_case, ct_array, write_nifti
+
+from chatapp.cli import main
 from vision.errors import CTScribeError
 from vision.io import load_ct
 

@@ -4,11 +4,9 @@ and a CI-sized load run (``tools/load_test.py`` does the 16-session run)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
-
 from hardening_cases import ALL_BUILDERS
 from malformed_corpus import build_case
 
@@ -74,7 +72,7 @@ def test_upload_over_the_size_limit_is_refused(real_server, tmp_path):
 @pytest.mark.slow
 def test_concurrent_sessions_only_see_their_own_study(tmp_path):
     studies = [load_test.make_study(tmp_path / "studies", i, real=False) for i in range(4)]
-    proc, url, log = load_test.start_server(tmp_path / "home")
+    proc, url, _log = load_test.start_server(tmp_path / "home")
     try:
         summary = load_test.run_load(url, proc.pid, studies, n_questions=3)
         assert proc.poll() is None

@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hardening_phi import DESC, find_markers, grep_tree, write_phi_series
 
 from chatapp.cli import main
-from hardening_phi import DESC, find_markers, grep_tree, write_phi_series
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

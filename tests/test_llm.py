@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model import tiny_llm_dir  # noqa: F401  (session fixture)
 
 from chatapp.llm import IMAGE_PLACEHOLDER, load_llm
 from vision.errors import CheckpointError, ConfigError
-
-from test_model import tiny_llm_dir  # noqa: F401  (session fixture)
 
 
 def test_4bit_nf4_load_on_cpu(weights_cache_dir, tmp_path):

@@ -7,12 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-
-from chatapp.llm import (IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, embedded_model_dir, load_llm,
-                         save_tiny_random_llm)
-from vision.errors import ConfigError
-
 from test_model import tiny_config, tiny_llm_dir, tiny_model  # noqa: F401  (session fixtures)
+
+from chatapp.llm import IMAGE_PLACEHOLDER, LLM, _prefix_cache_size, embedded_model_dir, load_llm, save_tiny_random_llm
+from vision.errors import ConfigError
 
 SYSTEM = ("You are a radiology assistant. Scan facts: emphysema present (LAA-950 12 %), right lung volume 2.9 L, "
           "left lung volume 2.6 L, no pleural effusion, heart size normal, aorta 33 mm. Answer briefly.")

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from vision.errors import CTScribeError, CorruptFileError
+from vision.errors import CorruptFileError, CTScribeError
 from vision.io import load_ct
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,7 +171,7 @@ def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
     xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 3)
+    return round(xs[min(len(xs) - 1, round(q * (len(xs) - 1)))], 3)
 
 
 def run_load(url: str, pid: int, studies: list[Path], n_questions: int, real: bool = False) -> dict[str, Any]:
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ctscribe-load-") as tmp:
         studies = [make_study(Path(tmp) / "studies", i, real) for i in range(args.sessions)]
         overrides = ["report.use_model=false", "report.use_llm=false"] if real else []
-        proc, url, log = start_server(Path(tmp) / "home", None if real else FAKE, overrides)
+        proc, url, _log = start_server(Path(tmp) / "home", None if real else FAKE, overrides)
         try:
             summary = run_load(url, proc.pid, studies, args.questions, real)
             summary["pipeline"] = args.pipeline

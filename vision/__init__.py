@@ -5,9 +5,9 @@ their dependencies where used.
 """
 
 from vision.errors import CTScribeError
-from vision.registry import FINDINGS, FINDING_NAMES, REGIONS, REGION_KEYS
+from vision.registry import FINDING_NAMES, FINDINGS, REGION_KEYS, REGIONS
 
-__all__ = ["CTScribeError", "FINDINGS", "FINDING_NAMES", "REGIONS", "REGION_KEYS", "load_ct", "CTVolume"]
+__all__ = ["FINDINGS", "FINDING_NAMES", "REGIONS", "REGION_KEYS", "CTScribeError", "CTVolume", "load_ct"]
 
 
 def __getattr__(name: str):  # lazy re-exports so `import vision` stays cheap

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from vision.errors import (ConfigError, CorruptFileError, CTScribeError, GeometryError, InputNotFoundError,
-                           UnsupportedFormatError)
+from vision.errors import (
+    ConfigError,
+    CorruptFileError,
+    CTScribeError,
+    GeometryError,
+    InputNotFoundError,
+    UnsupportedFormatError,
+)
 from vision.hu import check_hu
 from vision.volume import CTVolume
 

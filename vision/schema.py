@@ -39,7 +39,7 @@ class Measurement:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
         base = {k: d[k] for k in ("name", "value", "unit", "method", "region") if k in d}
         extra = {k: v for k, v in d.items() if k not in base and k != "confidence"}
         return cls(**base, confidence=d.get("confidence", "high"), extra=extra)

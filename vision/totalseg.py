@@ -93,7 +93,7 @@ def available() -> bool:
     return importlib.util.find_spec("totalsegmentator") is not None
 
 
-def run_totalsegmentator(volume: "CTVolume", *, fast: bool = True) -> np.ndarray:
+def run_totalsegmentator(volume: CTVolume, *, fast: bool = True) -> np.ndarray:
     """Run TotalSegmentator (v2 'total' task) on ``volume`` and return its label map in the volume grid.
 
     Requires the package and its weights already on disk (we never download at run time: ``TOTALSEG_HOME_DIR`` /

@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import html
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,7 @@ left, anterior up (axial), superior up (coronal, sagittal), anterior on the left
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def apply_window(hu: np.ndarray, window: str) -> np.ndarray:
         if out.dtype == np.uint8:
             return out
         return (np.clip(out, 0, 1) * 255).astype(np.uint8)
-    except Exception:  # noqa: BLE001 - fall back to the local equivalent on any mismatch
+    except Exception:  # noqa: BLE001, S110 - fall back to the local equivalent on any mismatch
         pass
     w = WINDOWS[window]
     g = (np.asarray(hu, np.float32) - w.low) / max(w.width, 1e-6)

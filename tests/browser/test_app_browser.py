@@ -49,7 +49,7 @@ def browser():
 
 @pytest.fixture(scope="session")
 def fake_server(tmp_path_factory):
-    proc, url, log = start_server("fake_pipeline:FakePipeline", tmp_path_factory.mktemp("fake-app"))
+    proc, url, _log = start_server("fake_pipeline:FakePipeline", tmp_path_factory.mktemp("fake-app"))
     yield url
     stop_server(proc)
 
@@ -195,7 +195,7 @@ def test_bad_upload_shows_a_message_not_a_crash(browser, fake_server, tmp_path):
 @pytest.mark.slow
 def test_real_pipeline_on_the_dicom_series(browser, dicom_zip, tmp_path_factory):
     """The same flow on the real Pipeline (measurement-only when the demo weights are absent)."""
-    proc, url, log = start_server(None, tmp_path_factory.mktemp("real-app"))
+    proc, url, _log = start_server(None, tmp_path_factory.mktemp("real-app"))
     ctx = None
     try:
         ctx, page, ext = open_app(browser, url)
