@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from chatapp import guard, prompts, vqa
+from chatapp import compose, guard, prompts, vqa
 from chatapp.report import (
     FindingCall,
     build_structured_report,
@@ -146,6 +146,7 @@ class Pipeline:
         self._seen: dict[str, Citation] = {}
         self.load_warnings: list[str] = []
         self._warm_thread: threading.Thread | None = None  # the last chat warm-up (see warm_chat)
+        self.last_gate: dict[str, Any] = {}  # the last free answer's LLM text and the gate's reasons (auto mode)
 
     @classmethod
     def from_config(cls, config: Any = None, **overrides: Any) -> Pipeline:
@@ -443,24 +444,31 @@ class Pipeline:
             yield plan.text
             yield plan
             return
+        mode = str(self.settings.get("free_answer", "auto")).lower()
+        m = self.model
+        weights = study.weights or self.weights_label
+        extractive = m is None or mode == "extractive" or (mode == "auto" and self._small_llm(m))
+        n_pass = int(self.settings["chat_passages"])
+        if extractive or mode == "auto":
+            n_pass = max(n_pass, int(self.settings.get("free_answer_passages", 3)))
         citations: list[Citation] = []
         st = self.store
         if st is not None:
             try:
-                hits = st.search(question, k=int(self.config.get("retrieval.k", 5) or 5))
-                citations = vqa.citations_from_hits(hits[:int(self.settings["chat_passages"])])
+                hits = st.search(plan.query, k=max(n_pass, int(self.config.get("retrieval.k", 5) or 5)))
+                citations = vqa.citations_from_hits(hits[:n_pass])
             except Exception as e:
                 self._warn(f"knowledge search failed ({type(e).__name__}: {e})")
         for c in citations:
             self._seen[c.key] = c
-        m = self.model
-        weights = study.weights or self.weights_label
-        if m is None:
-            text = vqa.fallback_free_answer(question, study, calls, citations)
-            yield text
-            yield Answer(text, citations, plan.evidence, "free", weights)
+        if extractive:  # the grounded composer: no LLM, each sentence streams as soon as it is composed
+            ans = self._composed(study, plan, calls, citations, weights)
+            for i, sent in enumerate(ans.text.split("\n")):
+                yield ("\n" if i else "") + sent
+            yield ans
             return
-        msgs = prompts.chat_messages(vqa.study_facts(study, calls), citations, history or [], question,
+        llm_cites = citations[:int(self.settings["chat_passages"])]
+        msgs = prompts.chat_messages(vqa.study_facts(study, calls), llm_cites, history or [], question,
                                      passage_chars=int(self.settings["chat_passage_chars"]))
         parts: list[str] = []
         cut: int | None = None
@@ -479,18 +487,61 @@ class Pipeline:
                     break
         except Exception as e:
             self._warn(f"LLM generation failed ({type(e).__name__}: {e})")
-            text = vqa.fallback_free_answer(question, study, calls, citations)
-            yield text
-            yield Answer(text, citations, plan.evidence, "free", weights)
+            ans = self._composed(study, plan, calls, citations, weights)
+            yield ans.text
+            yield ans
             return
         text = "".join(parts)[:cut].strip()
+        if mode == "auto":
+            reasons = compose.llm_gate(text, question, vqa.study_facts(study, calls), llm_cites, calls,
+                                       plan.parsed.findings, repeated=cut is not None)
+            self.last_gate = {"llm_text": text, "reasons": reasons}
+            if reasons:  # the streamed LLM text is replaced by the grounded answer (the app shows Answer.text)
+                log.info("free answer: LLM text rejected (%s)", "; ".join(reasons))
+                ans = self._composed(study, plan, calls, citations, weights)
+                yield ans
+                return
         unsupported = sorted(guard.positive_findings(text) - supported_findings(calls) - set(plan.parsed.findings))
         if unsupported:  # the LLM asserted something the scan does not show: say so, never keep it silently
             note = (" [Note: the scan findings do not include " + ", ".join(unsupported).lower() + "; treat that "
                     "part of the answer as unsupported.]")
             yield note
             text += note
-        yield Answer(text, citations, plan.evidence, "free", weights)
+        yield Answer(text, llm_cites, plan.evidence, "free", weights)
+
+    def _small_llm(self, m: Any) -> bool:
+        """Whether the model's LLM is small (the embedded default, a name like '135M'/'0.5B', or fewer parameters
+        than ``report.free_answer_small_params``); unknown (e.g. a test double) counts as not small."""
+        arch = getattr(m, "arch", None)
+        llm = getattr(m, "llm", None)
+        name = str((arch or {}).get("llm_name", "") if isinstance(arch, dict) else "") or str(
+            getattr(llm, "name_or_path", "") or "")
+        low = name.lower()
+        if low.startswith("embedded:") or re.search(r"(?<![\d.])\d{2,3}m(?![a-z])|(?<![\d.])(0\.\d+|1(\.\d+)?)b(?![a-z])",
+                                                     low):
+            return True
+        net = getattr(llm, "model", None)
+        if net is not None and hasattr(net, "parameters"):
+            try:
+                return sum(p.numel() for p in net.parameters()) < float(self.settings.get(
+                    "free_answer_small_params", 2.0e9))
+            except Exception:  # noqa: BLE001 - size unknown: not small
+                return False
+        return False
+
+    def _composed(self, study: Study, plan: Any, calls: dict[str, FindingCall], citations: list[Citation],
+                  weights: str) -> Answer:
+        """The grounded extractive answer (``chatapp.compose``): scan facts, then cited knowledge sentences; the
+        fact sentences and the quoted passage sentences are separated by a newline."""
+        p = plan.parsed
+        findings = compose.topic_findings(p.findings, citations)
+        c = compose.compose_answer(plan.query, findings, study, calls, citations, self.settings, region=p.region,
+                                   k_sentences=int(self.settings.get("free_answer_sentences", 2)))
+        n_facts = len(c.sentences) - sum(1 for s in c.sentences if re.search(r"\[\d+\][.!?]$", s))
+        facts, quotes = c.sentences[:n_facts], c.sentences[n_facts:]
+        text = " ".join(facts) + ("\n" + " ".join(quotes) if quotes else "")
+        ev = list(plan.evidence) + [e for e in c.evidence if e not in plan.evidence]
+        return Answer(text.strip(), c.citations, ev, "free", weights)
 
     # ------------------------------------------------------------------ knowledge
     def knowledge(self, key: str) -> Citation | None:

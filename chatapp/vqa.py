@@ -28,7 +28,8 @@ _EXTRA_TERMS: dict[str, tuple[str, ...]] = {
                      "ground glass opacities"),
     "Pleural effusion": ("pleural effusions", "effusion", "effusions", "pleural fluid"),
     "Pericardial effusion": ("pericardial effusions",),
-    "Cardiomegaly": ("heart enlargement", "enlargement of the heart", "cardiac enlargement"),
+    "Cardiomegaly": ("heart enlargement", "enlargement of the heart", "cardiac enlargement", "enlarged heart",
+                     "heart enlarged", "heart is enlarged"),
     "Emphysema": ("emphysematous", "emphysematous areas"),
     "Arterial wall calcification": ("aortic calcification", "atherosclerosis", "vascular calcification",
                                     "atherosclerotic changes", "arterial calcification"),
@@ -109,7 +110,8 @@ class ParsedQuestion:
 
 @dataclass
 class FreePlan:
-    """A free question for the LLM: messages plus the citations/evidence the answer will carry."""
+    """A free question: the parsed question, the retrieval query (a follow-up's finding appended) and the evidence
+    the answer will carry."""
 
     parsed: ParsedQuestion
     query: str
@@ -179,14 +181,15 @@ def parse_question(question: str, history: Sequence[dict[str, str]] = ()) -> Par
         prior = _finding_from_history(history)
         if prior and (kind or _PRONOUN.search(q)):
             findings, from_history = [prior], True
-            kind = kind or "presence"
+            # "is it there?" asks presence; "what does it mean?" / "what causes it?" is a free question about it
+            kind = kind or ("presence" if _AUX.search(q) else "free")
     if not kind:
         if _AUX.search(q) and re.search(r"\b(in|of) the\b", q) and (region or _WHOLE.search(q)):
             # a presence question about something ctscribe does not assess ("Is there a fracture in the bone?")
             term = re.sub(r"^\s*(can|could|is|are|does|do|did|was|were|has|have|any|show)\s+(there\s+)?"
                           r"(any |a |an )?(sign|signs|evidence|indication)?\s*(of\s+)?", "", q)
             return ParsedQuestion("out_of_scope", region=region, unknown_term=term.split(" in the ")[0].strip(" ?"))
-        kind = "free" if (_MEDICAL.search(q) or region or _WHOLE.search(q)) else "out_of_scope"
+        kind = "free" if (_MEDICAL.search(q) or region or _WHOLE.search(q) or _region_of(q)) else "out_of_scope"
     return ParsedQuestion(kind, findings, region, side, lobe, from_history)
 
 
@@ -379,8 +382,15 @@ def plan_question(question: str, history: Sequence[dict[str, str]], study: Study
     ans = answer_structured(p, study, calls)
     if ans is not None:
         return ans
+    query = question
+    if p.kind == "free" and not p.findings and _PRONOUN.search(question.lower()):
+        if prior := _finding_from_history(history):
+            p.findings, p.from_history = [prior], True
+    if p.kind == "free" and p.from_history and p.findings:
+        # "What does it mean?" after a turn about emphysema: answer (and retrieve) about emphysema
+        query = f"{question} ({_label(p.findings[0])})"
     ev = [e for n in p.findings for e in calls[n].evidence] if p.findings else []
-    return FreePlan(p, question, ev)
+    return FreePlan(p, query, ev)
 
 
 def citations_from_hits(hits: Sequence[Any]) -> list[Citation]:

@@ -113,7 +113,7 @@ class FakeStore:
 
 
 def test_free_question_streams_cites_and_flags_unsupported_claims(pipe, ct_file):
-    p = Pipeline.from_config(model=StreamingModel(), store=FakeStore())
+    p = Pipeline.from_config(model=StreamingModel(), store=FakeStore(), free_answer="llm")  # the LLM's own text
     st = p.analyze(ct_file)
     parts = list(p.ask_stream(st, "What does emphysema mean?"))
     final = parts[-1]
@@ -145,7 +145,7 @@ def test_looping_answer_is_cut_at_the_first_repeated_sentence(ct_file):
     from chatapp.pipeline import repeat_cut
 
     model = LoopingModel()
-    p = Pipeline.from_config(model=model, store=FakeStore())
+    p = Pipeline.from_config(model=model, store=FakeStore(), free_answer="llm")
     st = p.analyze(ct_file)
     final = list(p.ask_stream(st, "What does emphysema mean?"))[-1]
     assert final.text == "Emphysema means damaged air sacs [1].\nThe air sacs are damaged."

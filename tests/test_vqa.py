@@ -104,7 +104,8 @@ def test_free_question_without_model_uses_facts_and_streams(pipe, study):
     parts = list(pipe.ask_stream(study, "What does emphysema mean for this patient?"))
     assert isinstance(parts[-1], Answer) and parts[-1].kind == "free"
     assert all(isinstance(p, str) for p in parts[:-1]) and "".join(parts[:-1]) == parts[-1].text
-    assert "not available" in parts[-1].text and "Emphysema" in parts[-1].text
+    assert "12.3%" in parts[-1].text and "emphysema" in parts[-1].text  # the grounded composer, no LLM
+    assert "No knowledge-base passage" in parts[-1].text and parts[-1].citations == []  # store=False
 
 
 def test_parser_units():
