@@ -41,6 +41,7 @@ the their them then there these they this those through to too under until up ve
 while who whom why will with would you your ct image study imply implies significance significant
 """.split())
 _WORD = re.compile(r"[a-z][a-z0-9\-]+")
+_MEANING = re.compile(r"\b(mean|means|meaning|what is|what are|define|definition|explain)\b", re.I)
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
@@ -64,7 +65,42 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _lc(s: str) -> str:
-    return s[0].lower() + s[1:] if s and not s[:2].isupper() else s
+    """Lower-case the first letter unless the first word is an acronym ('A 7 mm nodule' -> 'a 7 mm nodule', 'LAA-950'
+    stays)."""
+    first = s.split(" ", 1)[0] if s else ""
+    return s if not s or (len(first) > 1 and first[:2].isupper()) else s[0].lower() + s[1:]
+
+
+def passage_body(c: Citation) -> str:
+    """A stored passage without its heading line ('<title> (<section>).' the store prepends for retrieval)."""
+    t = str(c.text)
+    if c.title and t.startswith(c.title):
+        nl = t.find("\n")
+        if nl != -1 and nl <= len(c.title) + len(c.section or "") + 8:
+            return t[nl + 1:]
+        rest = t[len(c.title):]
+        if c.section and rest.startswith(f" ({c.section})"):
+            rest = rest[len(c.section) + 3:]
+        return rest.lstrip(" .")
+    return t
+
+
+# Measurement words that name the finding they measure ("What is LAA-950?" is about emphysema).
+_MEASURE_TOPICS: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"\blaa|low attenuation area|-950|densitometr", re.I), "Emphysema"),
+    (re.compile(r"cardiothoracic|\bctr\b|heart size", re.I), "Cardiomegaly"),
+    (re.compile(r"aortic calcium|aortic calcif", re.I), "Arterial wall calcification"),
+    (re.compile(r"agatston|calcium score|\bcac\b", re.I), "Coronary artery wall calcification"),
+    (re.compile(r"fleischner|lung-?rads|follow[- ]?up|lung cancer|malignan", re.I), "Lung nodule"),
+    (re.compile(r"ground[- ]glass", re.I), "Lung opacity"),
+)
+
+
+def _readable(label: str) -> str:
+    """'pleural_fluid_volume_left_ml = 0 mL' -> 'pleural fluid volume left = 0 mL'."""
+    name, _, rest = label.partition(" = ")
+    words = [w for w in name.split("_") if w not in ("ml", "percent", "hu", "mm", "count")]
+    return " ".join(words) + (f" = {rest}" if rest else "")
 
 
 def _is_demo(weights: str) -> bool:
@@ -138,7 +174,8 @@ def _one_fact(call: FindingCall, study: Study, settings: dict, note: str) -> tup
         return text, ev
     if call.source == "measured":
         m = next((e for e in ev if e.kind == "measurement"), None)
-        return f"No {label} is seen on this scan" + (f" (measured: {m.label})." if m else " (measured)."), ev
+        return f"No {label} is seen on this scan" + (f" (measured: {_readable(m.label)})." if m else
+                                                      " (measured)."), ev
     p = next((float(e.value) for e in ev if e.kind == "probability"), call.confidence)
     inside = f"image model probability {p:.2f}" + (f"; {note}" if note else "")
     return f"No {label} is called on this scan ({inside}).", ev
@@ -179,7 +216,7 @@ def passage_sentences(question: str, citations: Sequence[Citation], topic_terms:
     """
     cands: list[tuple[str, Citation, int, set[str]]] = []
     for c in citations:
-        for i, s in enumerate(split_sentences(c.text)):
+        for i, s in enumerate(split_sentences(passage_body(c))):
             if 25 <= len(s) <= max_chars:
                 cands.append((s, c, i, content_words(s)))
     if not cands:
@@ -191,13 +228,17 @@ def passage_sentences(question: str, citations: Sequence[Citation], topic_terms:
             df[w] = df.get(w, 0) + 1
     n = len(cands)
     topics = [t.lower() for t in topic_terms if t]
+    asks_meaning = bool(_MEANING.search(question))
     picked: list[Picked] = []
     for s, c, i, ws in cands:
+        low = s.lower()
         lex = sum(math.log(1.0 + n / df[w]) for w in ws & qw)
-        top = sum(0.5 * math.log(1.0 + n) for t in topics if t in s.lower())
+        top = 0.5 * math.log(1.0 + n) if any(t in low for t in topics) else 0.0
         if lex <= 0 and top <= 0:
             continue
         score = lex + top + (0.3 if i == 0 else 0.0) + 0.1 / max(1, c.n)
+        if asks_meaning and any(re.match(re.escape(t) + r"s?\b(?: \([^)]*\))? (?:is|are|means)\b", low) for t in topics):
+            score += 1.0  # "What does emphysema mean?": the knowledge base's definition sentence
         picked.append(Picked(s, c, score, i))
     picked.sort(key=lambda p: -p.score)
     out: list[Picked] = []
@@ -232,7 +273,7 @@ class Composed:
 
 def compose_answer(question: str, findings: Sequence[str], study: Study, calls: dict[str, FindingCall],
                    citations: Sequence[Citation], settings: dict, region: str | None = None,
-                   k_sentences: int = 2) -> Composed:
+                   k_sentences: int = 2, guidance: Sequence[tuple[str, Citation]] = ()) -> Composed:
     """The grounded extractive answer to a free question (see the module docstring).
 
     Args:
@@ -242,38 +283,58 @@ def compose_answer(question: str, findings: Sequence[str], study: Study, calls: 
         citations: retrieved passages in retrieval order (their ``n`` as retrieved).
         region: a region key the question names.
         k_sentences: knowledge-base sentences to quote.
+        guidance: (sentence, citation) pairs said before the quotes, e.g. the report's Fleischner recommendation
+            for the measured nodule ("... suggests ... [1]."; its marker is renumbered); quotes from the same
+            passage are then skipped.
     """
     out = Composed()
-    for text, ev in fact_sentences(findings, study, calls, settings, region):
+    facts = fact_sentences(findings, study, calls, settings, region)
+    if not findings and not region and (topic := topic_of(question, citations)) and topic in calls:
+        # no finding named: the finding the question is about first, then what else the scan shows
+        findings = [topic]
+        others = {n: c for n, c in calls.items() if n != topic}
+        facts = fact_sentences(findings, study, calls, settings)
+        if any(c.present for c in others.values()):
+            facts += [(t.replace("Measured on this scan:", "Also measured on this scan:"), ev)
+                      for t, ev in fact_sentences([], study, others, settings)]
+    for text, ev in facts:
         out.sentences.append(text)
         out.evidence.extend(ev)
     topics = [_lc(n) for n in findings] + [t for n in findings for t in finding_info(n).synonyms[:2]]
-    picks = passage_sentences(question, citations, topics, k=k_sentences)
     renum: dict[str, int] = {}
+    by_key = {c.key: c for c in citations}
+    for text, cit in guidance:
+        n = renum.setdefault(cit.key, len(renum) + 1)
+        by_key.setdefault(cit.key, cit)
+        out.sentences.append(_with_marker(re.sub(r"\s*\[\d+\]", "", text), n))
+    n_quotes = k_sentences - len(guidance) if guidance else max(1, k_sentences)
+    picks = [p for p in passage_sentences(question, citations, topics, k=k_sentences + len(guidance))
+             if p.citation.key not in renum][:max(0, n_quotes)]
     for p in picks:
         n = renum.setdefault(p.citation.key, len(renum) + 1)
         out.sentences.append(_with_marker(p.text, n))
-    by_key = {c.key: c for c in citations}
     out.citations = [replace(by_key[key], n=n) for key, n in renum.items()]
     for c in out.citations:
         out.evidence.append(Evidence("passage", c.title, c.text[:300], c.key))
-    if not picks and citations:
+    if not picks and not guidance and citations:
         out.sentences.append("The knowledge base has no passage that answers this directly.")
     if not citations:
         out.sentences.append("No knowledge-base passage is available for this question.")
     return out
 
 
-def topic_findings(question_findings: Sequence[str], citations: Sequence[Citation]) -> list[str]:
-    """The findings an answer is about: those the question names, else those the top passage is about."""
-    if question_findings:
-        return list(question_findings)
+def topic_of(question: str, citations: Sequence[Citation]) -> str | None:
+    """The finding a question names no finding for is about: a measurement word ('LAA-950' -> emphysema,
+    'cardiothoracic ratio' -> cardiomegaly, 'follow-up' -> nodule), else the top passage's title."""
+    for pat, name in _MEASURE_TOPICS:
+        if pat.search(question):
+            return name
     from chatapp.vqa import match_findings
 
     for c in list(citations)[:1]:
         if names := match_findings(c.title):
-            return names[:1]
-    return []
+            return names[0]
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ LLM gate
@@ -338,4 +399,4 @@ def llm_gate(text: str, question: str, facts: str, citations: Sequence[Citation]
 
 
 __all__ = ["Composed", "Picked", "compose_answer", "content_words", "fact_sentences", "llm_gate",
-           "passage_sentences", "split_sentences", "topic_findings"]
+           "passage_body", "passage_sentences", "split_sentences", "topic_of"]

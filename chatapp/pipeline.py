@@ -534,9 +534,13 @@ class Pipeline:
         """The grounded extractive answer (``chatapp.compose``): scan facts, then cited knowledge sentences; the
         fact sentences and the quoted passage sentences are separated by a newline."""
         p = plan.parsed
-        findings = compose.topic_findings(p.findings, citations)
-        c = compose.compose_answer(plan.query, findings, study, calls, citations, self.settings, region=p.region,
-                                   k_sentences=int(self.settings.get("free_answer_sentences", 2)))
+        guidance = []
+        if "Lung nodule" in p.findings or compose.topic_of(plan.query, []) == "Lung nodule":
+            rec, rec_cites = self._recommend(calls)  # the measured nodule's Fleischner category, as in the report
+            guidance = [(r.text, rec_cites[0]) for r in rec[:1] if rec_cites]
+        c = compose.compose_answer(plan.query, p.findings, study, calls, citations, self.settings, region=p.region,
+                                   k_sentences=int(self.settings.get("free_answer_sentences", 2)),
+                                   guidance=guidance)
         n_facts = len(c.sentences) - sum(1 for s in c.sentences if re.search(r"\[\d+\][.!?]$", s))
         facts, quotes = c.sentences[:n_facts], c.sentences[n_facts:]
         text = " ".join(facts) + ("\n" + " ".join(quotes) if quotes else "")

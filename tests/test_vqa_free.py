@@ -157,3 +157,10 @@ def test_gate_units():
         "Bananas are yellow fruit rich in potassium.", "What does emphysema mean?", "", [], {})
     assert g("Emphysema means enlarged, destroyed air spaces.", "What does emphysema mean?", "", [], {},
              ["Emphysema"]) == []
+
+
+def test_nodule_question_carries_the_fleischner_recommendation(study):
+    p = Pipeline.from_config(model=False, store=False)
+    a = p.ask(study, "What follow-up is recommended for the nodule?")
+    assert "7 mm nodule in the right upper lobe" in a.text and "6 to 8 mm" in a.text and "Fleischner" in a.text
+    assert [c.key for c in a.citations] == ["fleischner-2017"] and _markers(a.text) == {1}
