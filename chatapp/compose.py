@@ -86,13 +86,14 @@ def passage_body(c: Citation) -> str:
 
 
 # Measurement words that name the finding they measure ("What is LAA-950?" is about emphysema).
-_MEASURE_TOPICS: tuple[tuple[re.Pattern, str], ...] = (
-    (re.compile(r"\blaa|low attenuation area|-950|densitometr", re.I), "Emphysema"),
-    (re.compile(r"cardiothoracic|\bctr\b|heart size", re.I), "Cardiomegaly"),
-    (re.compile(r"aortic calcium|aortic calcif", re.I), "Arterial wall calcification"),
-    (re.compile(r"agatston|calcium score|\bcac\b", re.I), "Coronary artery wall calcification"),
-    (re.compile(r"fleischner|lung-?rads|follow[- ]?up|lung cancer|malignan", re.I), "Lung nodule"),
-    (re.compile(r"ground[- ]glass", re.I), "Lung opacity"),
+# The last field: the question is broad (follow-up, cancer risk), so the scan's other findings are listed after it.
+_MEASURE_TOPICS: tuple[tuple[re.Pattern, str, bool], ...] = (
+    (re.compile(r"\blaa|low attenuation area|-950|densitometr", re.I), "Emphysema", False),
+    (re.compile(r"cardiothoracic|\bctr\b|heart size", re.I), "Cardiomegaly", False),
+    (re.compile(r"aortic calcium|aortic calcif", re.I), "Arterial wall calcification", False),
+    (re.compile(r"agatston|calcium score|\bcac\b", re.I), "Coronary artery wall calcification", False),
+    (re.compile(r"fleischner|lung-?rads|follow[- ]?up|lung cancer|malignan", re.I), "Lung nodule", True),
+    (re.compile(r"ground[- ]glass", re.I), "Lung opacity", False),
 )
 
 
@@ -289,12 +290,13 @@ def compose_answer(question: str, findings: Sequence[str], study: Study, calls: 
     """
     out = Composed()
     facts = fact_sentences(findings, study, calls, settings, region)
-    if not findings and not region and (topic := topic_of(question, citations)) and topic in calls:
-        # no finding named: the finding the question is about first, then what else the scan shows
+    topic, broad = topic_of(question, citations) if not findings and not region else (None, False)
+    if topic in calls:
+        # no finding named: the finding the question is about first, then (broad questions) what else the scan shows
         findings = [topic]
         others = {n: c for n, c in calls.items() if n != topic}
         facts = fact_sentences(findings, study, calls, settings)
-        if any(c.present for c in others.values()):
+        if broad and any(c.present for c in others.values()):
             facts += [(t.replace("Measured on this scan:", "Also measured on this scan:"), ev)
                       for t, ev in fact_sentences([], study, others, settings)]
     for text, ev in facts:
@@ -323,18 +325,18 @@ def compose_answer(question: str, findings: Sequence[str], study: Study, calls: 
     return out
 
 
-def topic_of(question: str, citations: Sequence[Citation]) -> str | None:
-    """The finding a question names no finding for is about: a measurement word ('LAA-950' -> emphysema,
-    'cardiothoracic ratio' -> cardiomegaly, 'follow-up' -> nodule), else the top passage's title."""
-    for pat, name in _MEASURE_TOPICS:
+def topic_of(question: str, citations: Sequence[Citation]) -> tuple[str | None, bool]:
+    """(finding, broad) for a question that names no finding: a measurement word ('LAA-950' -> emphysema,
+    'cardiothoracic ratio' -> cardiomegaly, 'follow-up' -> nodule, broad), else the top passage's title (broad)."""
+    for pat, name, broad in _MEASURE_TOPICS:
         if pat.search(question):
-            return name
+            return name, broad
     from chatapp.vqa import match_findings
 
     for c in list(citations)[:1]:
         if names := match_findings(c.title):
-            return names[0]
-    return None
+            return names[0], True
+    return None, True
 
 
 # ------------------------------------------------------------------------------------------------ LLM gate

@@ -58,13 +58,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "chat_passages": 2,
     "chat_passage_chars": 300,
     "warm_chat": True,  # the app prefills the shared chat prompt (facts, cues, visual tokens) after an upload
-    # free questions: "auto" = the grounded extractive composer (chatapp.compose) for small LLMs (embedded / < 2e9
-    # parameters) and whenever the gate rejects the LLM's text; "llm" = the LLM's text always; "extractive" = never
+    # free questions: "auto" = the grounded extractive composer (chatapp.compose) for small LLMs (the embedded one, or
+    # a name giving < 2B parameters) and whenever the gate rejects the LLM's text; "llm" = the LLM's text always; "extractive" = never
     # the LLM
     "free_answer": "auto",
     "free_answer_passages": 3,  # retrieved passages the composer picks sentences from
     "free_answer_sentences": 2,  # knowledge-base sentences quoted verbatim, each with its [n]
-    "free_answer_small_params": 2.0e9,  # LLMs below this many parameters count as small in "auto"
 }
 
 
