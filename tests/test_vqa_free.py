@@ -164,3 +164,27 @@ def test_nodule_question_carries_the_fleischner_recommendation(study):
     a = p.ask(study, "What follow-up is recommended for the nodule?")
     assert "7 mm nodule in the right upper lobe" in a.text and "6 to 8 mm" in a.text and "Fleischner" in a.text
     assert [c.key for c in a.citations] == ["fleischner-2017"] and _markers(a.text) == {1}
+
+
+@pytest.mark.slow
+def test_real_knowledge_base_answers(study):
+    """The built-in knowledge base through the real store (MiniLM + ephemeral Chroma, ~10 s with the KB embedding)."""
+    import uuid
+
+    from retrieval.embed import get_embedder
+    from retrieval.store import KnowledgeStore
+    from test_retrieval import _client
+
+    store = KnowledgeStore(_client(), get_embedder(), collection=f"kbq-{uuid.uuid4().hex[:8]}")
+    store.ensure_builtin()
+    p = Pipeline.from_config(model=False, store=store)
+    a = p.ask(study, "What does emphysema mean for this patient?")
+    assert a.text.startswith("This scan shows emphysema, with 12.3%")
+    assert "finding-emphysema" in [c.key for c in a.citations]
+    assert "permanent enlargement of the air spaces" in a.text  # the glossary definition, quoted verbatim
+    assert _markers(a.text) == {c.n for c in a.citations}
+    for c in a.citations:
+        for sent in re.findall(r"(?:^|\n|[.!?] )([^\n]*?) \[" + str(c.n) + r"\]", a.text):
+            assert sent.split(". ")[-1].strip() in c.text
+    a = p.ask(study, "What follow-up is recommended for the nodule?")
+    assert "7 mm nodule" in a.text and "6 to 8 mm" in a.text and a.citations[0].key.startswith("fleischner-2017")
