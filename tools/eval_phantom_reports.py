@@ -29,6 +29,13 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
     3.6x3.6x5             0.716 (629/35/463)       34/75                0.831 (1038/1200, 22/51, 22/51)        9 min
     3.6x3.6x5, before     0.625 (564/149/528)      37/75                0.793 (986/1200, 21/51, 25/51)
 
+    session 3 (same weights, 2.7x2.7x3.33, first 60 seeds): 0.723 (193/11/137), nodule 13/19, templates 0.863
+                          (317/360, 8/13, 8/13), 2 min; identical before and after the free-answer composer. On 30
+                          tuning phantoms every presence answer agrees with its report (0 of 3,780 differ): the
+                          template misses are detection misses, not answer bugs.
+    The template figures need ../shared/data (RadGenome templates); without it the result says
+    ``"templates": "fallback ..."`` (2 presence wordings: 320/360 on the same 60 seeds, not comparable).
+
 0 unsupported findings after the guard and distinct-output ratio 1.0 (top-template share <= 0.02) in every run.
 Measured today (10 of 18): nodule, emphysema, pleural/pericardial effusion, cardiomegaly, 2 calcium scores, medical
 material, lung opacity (ground-glass volume), mosaic attenuation (attenuation heterogeneity). The other 8 rely on the
@@ -154,6 +161,8 @@ def evaluate(n: int = 200, seed0: int = 100000, shape=DEFAULT_SHAPE, spacing=DEF
         "template_accuracy_by_type": {k: f"{sum(v)}/{len(v)}" for k, v in qa.items()},
         "distinct_output_ratio": round(len(set(texts)) / max(1, n), 4),
         "top_template_share": round(masked.most_common(1)[0][1] / max(1, n), 4) if texts else 0.0,
+        "templates": "radgenome" if (TEMPLATES / "qa_template_presence_template.json").exists() else
+                     "fallback (../shared/data absent: not comparable with radgenome runs)",
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
