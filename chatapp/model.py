@@ -5,7 +5,7 @@ Built from one ``Config`` (``CTScribeModel.from_config``). The ``model`` section
 ```yaml
 model:
   encoder: {kind: astra|vit, preset: null, tokens: null}  # preset null → vision.preset; tokens null → checkpoint's
-                                                 # (astra: [layer4] or e.g. [layer4, layer3]); vit: patch_size, ...
+                                                 # (astra: [layer4] or e.g. [layer4, layer3, regions]); vit: ...
   resampler: {num_latents: 32, depth: 2, heads: 8, width: null}
   prototypes: {width: 128, per_class: 4, temperature: 0.1, use_visual_tokens: true, use_cues: true}
   llm: {...}                                     # see chatapp.llm
@@ -15,6 +15,9 @@ model:
 
 When a checkpoint is given, its architecture (encoder kind, preset, resampler/prototype sizes, LLM name, LoRA) wins
 over the config; runtime switches (ablation flags, quantization, device, max_new_tokens) still come from the config.
+
+With region tokens (token set ending with ``regions``) ``encode(volume, regions)`` also takes the 10 region masks;
+pass the ones the pipeline has already computed (``Study.regions``), else ``encode`` computes them itself.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class CTScribeModel(nn.Module):
         self.use_visual_tokens = bool(use_visual_tokens)
         self.use_cues = bool(use_cues)
         self.data_dir = Path(data_dir)
+        self.regions_backend = "auto"  # vision.regions backend for region tokens when encode() gets no masks
         ns = f"{encoder.weights_id}-{preset}-{_short_hash(preset_params)}"
         self._cache = FeatureCache(self.data_dir / "features", ns) if feature_cache and encoder.frozen else None
 
@@ -151,6 +155,7 @@ class CTScribeModel(nn.Module):
                     preset_params=arch["preset_params"], weights_label=label, data_dir=config.data_dir,
                     use_visual_tokens=protos.get("use_visual_tokens", True), use_cues=protos.get("use_cues", True),
                     feature_cache=bool(sec.get("feature_cache", True)))
+        model.regions_backend = str(config.get("regions.backend", "auto") or "auto")
         if ckpt is not None:
             ckpt.apply(model)
             model.weights_label = ckpt.meta.get("weights_label", ckpt_dir.name)
@@ -175,20 +180,87 @@ class CTScribeModel(nn.Module):
             self._cache = FeatureCache(self.data_dir / "features", ns)
 
     # ------------------------------------------------------------------ vision side
+    @property
+    def needs_regions(self) -> bool:
+        """True when the encoder's token set has region tokens (``model.encoder.tokens`` ends with ``regions``):
+        ``encode`` then uses the 10 region masks (passed in, or computed with ``vision.regions``)."""
+        return bool(getattr(self.encoder, "region_tokens", False))
+
     @torch.no_grad()
-    def encode(self, volume: CTVolume) -> torch.Tensor:
-        """Encoder tokens (N, D) float32 on CPU; cached on disk by volume content hash for frozen encoders."""
-        key = volume.content_hash() if self._cache is not None else None
+    def encode(self, volume: CTVolume, regions: Any = None) -> torch.Tensor:
+        """Encoder tokens (N, D) float32 on CPU; cached on disk by volume content hash for frozen encoders.
+
+        Args:
+            volume: the CT.
+            regions: only used when ``needs_regions``: the region masks of ``volume`` (a mapping
+                ``REGION_KEYS`` → bool (X, Y, Z) in the volume grid, e.g. ``Study.regions``, or a
+                ``vision.regions.RegionResult``). ``None`` computes them (``vision.regions.compute_regions``, backend
+                ``regions.backend`` of the config), which repeats work the pipeline has usually done already.
+        """
+        masks = self.region_inputs(volume, regions) if self.needs_regions else None
+        key = self.cache_key(volume, masks)
         if key is not None:
             hit = self._cache.get(key)
             if hit is not None:
                 return hit
         x = preprocess_volume(volume, self.preset, self.preset_params)
         dev = next(self.encoder.parameters()).device
-        tokens = self.encoder(x.unsqueeze(0).to(dev))[0].float().cpu()
+        if masks is None:
+            tokens = self.encoder(x.unsqueeze(0).to(dev))[0].float().cpu()
+        else:
+            tokens = self.encoder(x.unsqueeze(0).to(dev), masks.unsqueeze(0).to(dev))[0].float().cpu()
         if key is not None:
             self._cache.put(key, tokens)
         return tokens
+
+    def cache_key(self, volume: CTVolume, masks: torch.Tensor | None = None) -> str | None:
+        """Feature-cache key of ``volume`` (None without a cache): its content hash, plus a digest of the region
+        inputs (``region_inputs``) when the token set has region tokens, which depend on the masks too."""
+        if self._cache is None:
+            return None
+        key = volume.content_hash()
+        if masks is not None:
+            import hashlib
+
+            key += "-r" + hashlib.sha256(masks.half().numpy().tobytes()).hexdigest()[:12]
+        return key
+
+    def region_inputs(self, volume: CTVolume, regions: Any = None) -> torch.Tensor:
+        """Region masks at the encoder input grid: (R, X', Y', Z') float32 fractions, R = len(REGION_KEYS).
+
+        Each mask goes through the preset's geometry (foreground crop box of the volume, area resize to the preset
+        size), so voxel i of the result covers the same tissue as voxel i of ``preprocess_volume``. A region that is
+        missing from ``regions`` counts as empty (its token is zero)."""
+        import numpy as np
+        import torch.nn.functional as F
+
+        from vision.registry import REGION_KEYS
+
+        p = self.preset_params
+        if p.get("spacing") or not p.get("resize_mode"):
+            raise ConfigError(f"region tokens need a crop-and-resize preset; {self.preset!r} resamples by spacing")
+        if regions is None:
+            from vision.regions import compute_regions
+
+            regions = compute_regions(volume, backend=self.regions_backend)
+        masks = getattr(regions, "masks", regions)
+        arr = np.asarray(volume.array)
+        box = tuple(slice(0, n) for n in arr.shape)
+        if p.get("crop_foreground_hu") is not None:
+            box = _foreground_box(arr, float(p["crop_foreground_hu"])) or box
+        size = [int(s) for s in p["spatial_size"]]
+        out = torch.zeros(len(REGION_KEYS), *size)
+        for i, k in enumerate(REGION_KEYS):
+            m = masks.get(k) if hasattr(masks, "get") else (masks[k] if k in masks else None)
+            if m is None:
+                continue
+            m = np.asarray(m)
+            if m.shape != arr.shape:
+                raise ConfigError(f"region mask {k!r} has shape {m.shape}, the volume {arr.shape}: pass masks in the "
+                                  "volume grid")
+            t = torch.from_numpy(np.ascontiguousarray(m[box], dtype=np.float32))
+            out[i] = F.interpolate(t[None, None], size=size, mode="area")[0, 0]
+        return out
 
     def _batch(self, tokens: torch.Tensor) -> torch.Tensor:
         dev = next(self.bridge.parameters()).device
@@ -345,6 +417,19 @@ def check_token_set(ckpt_encoder: dict, config_encoder: dict, where: Path) -> No
         raise CheckpointError(f"encoder token set mismatch: the checkpoint {where} was trained on tokens "
                               f"{list(have)} but the config asks for model.encoder.tokens={want}; set "
                               "model.encoder.tokens: null (use the checkpoint's) or retrain the prototype memory")
+
+
+def _foreground_box(arr: Any, threshold: float) -> tuple[slice, ...] | None:
+    """The crop box of ``CropForeground`` (voxels > threshold, margin 0), one numpy max per axis; None if empty."""
+    import numpy as np
+
+    box = []
+    for ax in range(arr.ndim):
+        hits = np.flatnonzero(arr.max(axis=tuple(i for i in range(arr.ndim) if i != ax)) > threshold)
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def _short_hash(obj: Any) -> str:

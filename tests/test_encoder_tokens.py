@@ -85,3 +85,52 @@ def test_checkpoint_token_set_mismatch_is_loud(tmp_path):
         check_token_set(ckpt, {"tokens": ["layer4"]}, tmp_path)
     with pytest.raises(CheckpointError, match="token set mismatch"):  # an old checkpoint (no tokens key) is layer4
         check_token_set({"kind": "astra"}, {"tokens": ["layer4", "layer3"]}, tmp_path)
+
+
+def _region_masks(b: int, shape=(64, 64, 32)) -> torch.Tensor:
+    """(B, 10, X, Y, Z) soft masks: region r is a slab along X (regions 8 and 9 stay empty)."""
+    m = torch.zeros(b, 10, *shape)
+    for r in range(8):
+        m[:, r, r * 8:(r + 1) * 8] = 1.0
+    return m
+
+
+def test_region_tokens_shapes_pooling_and_loud_failures():
+    from vision.encoder import REGION_TOKENS, num_region_tokens, region_pool
+
+    assert num_region_tokens() == 10
+    enc = _encoder(["layer4", "layer3", REGION_TOKENS])
+    x, masks = torch.rand(2, 1, 64, 64, 32), _region_masks(2)
+    t = enc(x, masks)
+    assert t.shape == (2, 8 + 64 + 10, 2048) and enc.extra_tokens == 10
+    assert torch.equal(enc.bridge_tokens(t), _encoder(None)(x))  # the bridge still reads layer4 only
+    assert torch.allclose(t[:, :72], _encoder(["layer4", "layer3"])(x))  # grid tokens unchanged by the regions
+    net = enc.net  # recompute region 2 independently: masked mean and max of layer1 (max-pooled by 2) and layer2
+    l1 = net.layer1(net.stem(x.permute(0, 1, 4, 2, 3).repeat(1, 3, 1, 1, 1)))
+    l2 = net.layer2(l1)
+    l1 = F.max_pool3d(l1, 2)
+    cells = (slice(None), slice(None), slice(None), slice(2, 3))  # X 16..24 → layer2 x cell 2 (grid (z, x, y))
+    want = torch.cat([l1[cells].mean((2, 3, 4)), l1[cells].amax((2, 3, 4)), l2[cells].mean((2, 3, 4)),
+                      l2[cells].amax((2, 3, 4))], 1)
+    assert torch.allclose(t[:, 72 + 2, :1536], want, atol=1e-4)
+    assert not t[:, 72:, 1536:].any()  # zero-padded to the token width
+    assert not t[:, 72 + 8:].any()  # an empty region gives a zero token
+    assert not t[:, 72 + 2].equal(t[:, 72 + 3])
+    # a soft mask weights the mean; the max covers every cell the region touches
+    f = torch.arange(4.0).reshape(1, 1, 1, 1, 4)
+    w = torch.tensor([0.0, 0.5, 1.0, 0.0]).reshape(1, 1, 1, 1, 4)
+    assert region_pool(f, w).flatten().tolist() == pytest.approx([(0.5 + 2.0) / 1.5, 2.0])
+    with pytest.raises(ConfigError, match="needs region masks"):
+        enc(x)
+    with pytest.raises(ConfigError, match="needs region masks"):
+        enc(x, masks[:, :9])
+    with pytest.raises(CheckpointError, match="another model.encoder.tokens"):
+        enc.bridge_tokens(t[:, :80])
+    # validation and cache namespace: 'regions' only last, after layer4; its own weights_id
+    assert token_layers({"tokens": ["layer4", REGION_TOKENS]}) == ("layer4", REGION_TOKENS)
+    for bad in ([REGION_TOKENS], ["layer4", REGION_TOKENS, "layer3"], ["layer3", REGION_TOKENS]):
+        with pytest.raises(ConfigError, match="model.encoder.tokens"):
+            token_layers({"tokens": bad})
+    assert enc.weights_id not in {_encoder(s).weights_id for s in (None, ["layer4", "layer3"])}
+    enc.set_tokens(("layer4",))  # switching back removes the layer1/layer2 hooks
+    assert not enc.net.layer1._forward_hooks and not enc.net.layer2._forward_hooks and enc.extra_tokens == 0

@@ -145,3 +145,34 @@ def test_loud_failures(tiny_model, tiny_llm_dir, tmp_path):
         CTScribeModel.from_config(tiny_config(tiny_llm_dir, f"model.checkpoint={tmp_path / 'nope'}"))
     with pytest.raises(ConfigError, match="preset"):
         CTScribeModel.from_config(tiny_config(tiny_llm_dir, "model.encoder.preset=unknown-preset"))
+
+
+def test_region_tokens_through_encode(tiny_llm_dir, tmp_path):
+    """model.encoder.tokens ending with 'regions': masks follow the preset's crop + resize, and the feature cache key
+    includes them (same volume, other masks → other tokens, never a stale hit)."""
+    from test_encoder_tokens import _StandInI3
+
+    from vision.encoder import AstraEncoder, FeatureCache
+    from vision.registry import REGION_KEYS
+
+    m = CTScribeModel.from_config(tiny_config(tiny_llm_dir))
+    assert not m.needs_regions
+    m.encoder = AstraEncoder(None, ("layer4", "layer3", "regions"), net=_StandInI3())
+    m._cache = FeatureCache(tmp_path, "ns")
+    assert m.needs_regions
+    a = np.full((40, 36, 30), -1000.0, np.float32)
+    a[4:36, 2:34, 6:30] = np.random.default_rng(0).normal(0, 300, (32, 32, 24))  # body: crop box (4:36, 2:34, 6:30)
+    vol = CTVolume(a, (1.0, 1.0, 1.0), np.eye(4))
+    left = np.zeros(a.shape, bool)
+    left[4:20, 2:34, 6:30] = True  # the first half of the crop box along X
+    w = m.region_inputs(vol, {"lung": left})  # missing regions are empty
+    assert w.shape == (len(REGION_KEYS), 32, 32, 32)
+    assert w[0, :16].min() == 1 and w[0, 16:].max() == 0 and not w[1:].any()
+    t1 = m.encode(vol, {"lung": left})
+    assert t1.shape == (2 + 16 + 10, 2048)  # stand-in layer4 grid (2, 1, 1), layer3 grid (4, 2, 2), 10 regions
+    assert t1[18].any() and not t1[19:].any()
+    t2 = m.encode(vol, {"lung": ~left})
+    assert len(list(m._cache.dir.iterdir())) == 2 and not torch.equal(t1[18], t2[18])
+    assert torch.equal(t1[:18], t2[:18]) and torch.equal(m.encode(vol, {"lung": left}), t1)  # cache hit
+    with pytest.raises(ConfigError, match="volume grid"):
+        m.region_inputs(vol, {"lung": left[:-1]})

@@ -14,6 +14,11 @@ Two kinds, chosen by ``model.encoder.kind``:
   evidence for findings that layer4's coarse grid averages away (hiatal hernia, atelectasis, devices), at the same
   token width. N = (1 + 8 * (len(tokens) - 1)) * Z/16 * X/32 * Y/32 (36 + 288 = 324 at 96x96x64); the bridge reads
   the layer4 group only, the prototype memory attends over all.
+  A last entry ``regions`` (Reg2RG / RadGenome-style region features) appends one token per anatomical region
+  (``vision.registry.REGION_KEYS``, 10): [masked mean ‖ masked max] of layer1 (max-pooled by 2) and layer2 inside
+  the region mask on the layer2 grid (Z/4, X/8, Y/8), 2 * (256 + 512) = 1536 channels zero-padded to 2048. Small
+  focal findings (enlarged nodes, dilated bronchi, devices) survive a max inside the right region where attention over
+  hundreds of grid tokens loses them. ``forward`` then needs the region masks at the encoder input grid.
 - ``vit``: a MONAI 3D ViT trained from scratch (tiny configs in tests), tokens (B, (S/patch)^3, hidden).
 
 Importing this module pulls torch; ``import vision`` does not import it.
@@ -35,15 +40,46 @@ log = logging.getLogger(__name__)
 
 ASTRA_DIM = 2048
 ASTRA_LAYERS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}  # output channels per stage
+REGION_TOKENS = "regions"  # token-set entry: one region-pooled token per vision.registry region (must come last)
+REGION_LAYERS = ("layer1", "layer2")  # pooled inside each region on the layer2 grid (layer1 max-pooled by 2 first)
+
+
+def num_region_tokens() -> int:
+    """Region tokens appended by the ``regions`` entry: one per ``vision.registry.REGION_KEYS`` region (10)."""
+    from vision.registry import REGION_KEYS
+
+    return len(REGION_KEYS)
+
+
+def region_pool(feat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[masked mean ‖ masked max] of a feature map inside soft region masks.
+
+    Args:
+        feat: (B, C, z, x, y) features.
+        weights: (B, R, z, x, y) fraction of each feature cell inside region r (0..1, from area pooling of the mask).
+
+    Returns:
+        (B, R, 2C): the weight-averaged feature, then the channel-wise max over cells that touch the region; an empty
+        region (all weights 0) gives zeros.
+    """
+    w = weights.to(feat.dtype)
+    mean = torch.einsum("bczxy,brzxy->brc", feat, w) / w.sum((2, 3, 4)).clamp_min(1e-6)[..., None]
+    inside = (w > 0).flatten(2)  # (B, R, n)
+    f = feat.flatten(2).unsqueeze(1)  # (B, 1, C, n)
+    mx = f.masked_fill(~inside.unsqueeze(2), float("-inf")).amax(-1)  # (B, R, C)
+    mx = torch.where(inside.any(-1, keepdim=True), mx, torch.zeros_like(mx))
+    return torch.cat([mean, mx], -1)
 
 
 def token_layers(section: dict[str, Any]) -> tuple[str, ...]:
     """The encoder token set of a ``model.encoder`` section: ``layer4`` first, then finer layers (Astra only)."""
     raw = section.get("tokens") or ["layer4"]
     layers = tuple(str(t) for t in ([raw] if isinstance(raw, str) else raw))
-    if layers[0] != "layer4" or len(set(layers)) != len(layers) or any(t not in ASTRA_LAYERS for t in layers):
+    grid = layers[:-1] if layers[-1] == REGION_TOKENS else layers
+    if (not grid or grid[0] != "layer4" or len(set(grid)) != len(grid) or any(t not in ASTRA_LAYERS for t in grid)):
         raise ConfigError(f"model.encoder.tokens={list(layers)}: list distinct Astra stages starting with layer4, "
-                          f"e.g. [layer4, layer3] (known: {', '.join(ASTRA_LAYERS)})")
+                          f"optionally ending with {REGION_TOKENS!r}, e.g. [layer4, layer3, {REGION_TOKENS}] "
+                          f"(known stages: {', '.join(ASTRA_LAYERS)})")
     return layers
 
 
@@ -61,12 +97,14 @@ class CTEncoder(nn.Module):
     dim: int = 0
     frozen: bool = False
     weights_id: str = ""
-    token_parts: int = 1  # N is this multiple of the first group's size; the first group is what the bridge reads
+    token_parts: int = 1  # grid tokens are this multiple of the first group's size; the bridge reads the first group
+    extra_tokens: int = 0  # region tokens after the grid tokens (``regions`` entry)
+    region_tokens: bool = False  # forward needs region masks
 
     def bridge_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The first token group ((B, N, D) → (B, N / token_parts, D)): the tokens the resampler was trained on."""
-        n = tokens.shape[-2]
-        if n % self.token_parts:
+        """The first token group ((B, N, D) → (B, (N - extra) / token_parts, D)): what the resampler was trained on."""
+        n = tokens.shape[-2] - self.extra_tokens
+        if n <= 0 or n % self.token_parts:
             raise CheckpointError(f"{n} encoder tokens do not fit this encoder's token set ({self.token_parts} parts):"
                                   " they were made with another model.encoder.tokens; re-encode the volume")
         return tokens[..., : n // self.token_parts, :]
@@ -110,29 +148,53 @@ class AstraEncoder(CTEncoder):
         for h in self._hooks:
             h.remove()
         self.tokens = tuple(tokens)
-        self.token_parts = 1 + 8 * (len(self.tokens) - 1)  # each extra group lives on the 2x finer layer3 grid
+        self.region_tokens = self.tokens[-1] == REGION_TOKENS
+        self.grid_layers = self.tokens[:-1] if self.region_tokens else self.tokens
+        self.token_parts = 1 + 8 * (len(self.grid_layers) - 1)  # each extra group lives on the 2x finer layer3 grid
+        self.extra_tokens = num_region_tokens() if self.region_tokens else 0
         base = AstraEncoder.weights_id
         self.weights_id = base if self.tokens == ("layer4",) else f"{base}-{'+'.join(self.tokens)}"
+        taps = set(self.grid_layers[1:]) | (set(REGION_LAYERS) if self.region_tokens else set())
         self._hooks = [getattr(self.net, name).register_forward_hook(
-            lambda _m, _i, out, name=name: self._taps.__setitem__(name, out)) for name in self.tokens[1:]]
+            lambda _m, _i, out, name=name: self._taps.__setitem__(name, out)) for name in sorted(taps)]
 
     def train(self, mode: bool = True) -> "AstraEncoder":  # frozen: BatchNorm statistics never update
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, region_masks: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 1, X, Y, Z) RAS, 0..1. Returns (B, N, 2048): the Z/16 * X/32 * Y/32 layer4 tokens (z-major order),
-        then per further layer its [mean ‖ max] pooled to the layer3 grid (Z/8 * X/16 * Y/16 tokens)."""
+        then per further layer its [mean ‖ max] pooled to the layer3 grid (Z/8 * X/16 * Y/16 tokens), then (``regions``
+        entry) one token per region.
+
+        Args:
+            region_masks: (B, R, X, Y, Z) fraction of each input voxel inside each ``REGION_KEYS`` region (0..1,
+                the masks resampled like the volume); required with the ``regions`` entry, else ignored.
+        """
         import torch.nn.functional as F
 
+        if self.region_tokens:
+            want = (x.shape[0], self.extra_tokens, *x.shape[2:])
+            if region_masks is None or tuple(region_masks.shape) != want:
+                raise ConfigError(f"the encoder token set {list(self.tokens)} needs region masks of shape {want} "
+                                  f"(got {None if region_masks is None else tuple(region_masks.shape)}); pass them "
+                                  "(CTScribeModel.encode computes them when not given) or drop 'regions'")
         self._taps.clear()
         f = self.net(x)  # (B, 2048, z, x, y)
         groups = [f]
         grid = tuple(2 * s for s in f.shape[2:])
-        for name in self.tokens[1:]:
-            t = self._taps.pop(name)
+        for name in self.grid_layers[1:]:
+            t = self._taps[name]
             t = torch.cat([F.adaptive_avg_pool3d(t, grid), F.adaptive_max_pool3d(t, grid)], 1)
             groups.append(F.pad(t, (0, 0, 0, 0, 0, 0, 0, ASTRA_DIM - t.shape[1])))
-        return torch.cat([g.flatten(2).transpose(1, 2) for g in groups], 1)
+        out = [g.flatten(2).transpose(1, 2) for g in groups]
+        if self.region_tokens:
+            l2 = self._taps["layer2"]  # (B, 512, z2, x2, y2)
+            l1 = F.max_pool3d(self._taps["layer1"], 2)  # layer1 is 2x finer than layer2
+            w = F.adaptive_avg_pool3d(region_masks.permute(0, 1, 4, 2, 3).to(l2.dtype), l2.shape[2:])  # net: (z, x, y)
+            r = torch.cat([region_pool(l1, w), region_pool(l2, w)], -1)  # (B, R, 1536)
+            out.append(F.pad(r, (0, ASTRA_DIM - r.shape[-1])))
+        self._taps.clear()
+        return torch.cat(out, 1)
 
 
 def astra_state_dict(weights_dir: Path) -> dict[str, torch.Tensor]:
