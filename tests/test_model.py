@@ -176,3 +176,21 @@ def test_region_tokens_through_encode(tiny_llm_dir, tmp_path):
     assert torch.equal(t1[:18], t2[:18]) and torch.equal(m.encode(vol, {"lung": left}), t1)  # cache hit
     with pytest.raises(ConfigError, match="volume grid"):
         m.region_inputs(vol, {"lung": left[:-1]})
+
+
+def test_region_inputs_area_resize_matches_torch():
+    """The separable area resize equals F.interpolate(area) of the cropped mask, from the volume grid or from a coarse
+    work grid (nearest-upsampled by integer factors, as vision.regions keeps classical masks)."""
+    import torch.nn.functional as F
+
+    from chatapp.model import _area_resize
+    from vision.regions_ops import upsample_nearest
+
+    rng = np.random.default_rng(0)
+    work = rng.random((9, 7, 5)) > 0.6
+    full = upsample_nearest(work, (3, 4, 2), (26, 27, 10))
+    box, size = [(2, 25), (1, 27), (3, 9)], [8, 12, 7]  # down- and upsampling axes
+    ref = F.interpolate(torch.from_numpy(full[2:25, 1:27, 3:9].astype(np.float32))[None, None], size=size,
+                        mode="area")[0, 0].numpy()
+    assert np.allclose(_area_resize(full, box, size, (1, 1, 1)), ref, atol=1e-5)
+    assert np.allclose(_area_resize(work, box, size, (3, 4, 2)), ref, atol=1e-5)
