@@ -33,6 +33,8 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
                           (317/360, 8/13, 8/13), 2 min; identical before and after the free-answer composer. On 30
                           tuning phantoms every presence answer agrees with its report (0 of 3,780 differ): the
                           template misses are detection misses, not answer bugs.
+    session 3, all 200 seeds, same weights: 0.731 (651/38/441), nodule 44/75, templates 0.844 (1043/1200, 27/51,
+                          29/51), 0 unsupported, distinct 1.0, top share 0.005, 8.1 min on a quiet box
     The template figures need ../shared/data (RadGenome templates); without it the result says
     ``"templates": "fallback ..."`` (2 presence wordings: 320/360 on the same 60 seeds, not comparable).
 
