@@ -41,7 +41,7 @@ the their them then there these they this those through to too under until up ve
 while who whom why will with would you your ct image study imply implies significance significant
 """.split())
 _WORD = re.compile(r"[a-z][a-z0-9\-]+")
-_MEANING = re.compile(r"\b(mean|means|meaning|what is|what are|define|definition|explain)\b", re.I)
+_MEANING = re.compile(r"\b(mean|means|meaning|what is|what are|define|definition|explain)\b", re.IGNORECASE)
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
@@ -88,12 +88,12 @@ def passage_body(c: Citation) -> str:
 # Measurement words that name the finding they measure ("What is LAA-950?" is about emphysema).
 # The last field: the question is broad (follow-up, cancer risk), so the scan's other findings are listed after it.
 _MEASURE_TOPICS: tuple[tuple[re.Pattern, str, bool], ...] = (
-    (re.compile(r"\blaa|low attenuation area|-950|densitometr", re.I), "Emphysema", False),
-    (re.compile(r"cardiothoracic|\bctr\b|heart size", re.I), "Cardiomegaly", False),
-    (re.compile(r"aortic calcium|aortic calcif", re.I), "Arterial wall calcification", False),
-    (re.compile(r"agatston|calcium score|\bcac\b", re.I), "Coronary artery wall calcification", False),
-    (re.compile(r"fleischner|lung-?rads|follow[- ]?up|lung cancer|malignan", re.I), "Lung nodule", True),
-    (re.compile(r"ground[- ]glass", re.I), "Lung opacity", False),
+    (re.compile(r"\blaa|low attenuation area|-950|densitometr", re.IGNORECASE), "Emphysema", False),
+    (re.compile(r"cardiothoracic|\bctr\b|heart size", re.IGNORECASE), "Cardiomegaly", False),
+    (re.compile(r"aortic calcium|aortic calcif", re.IGNORECASE), "Arterial wall calcification", False),
+    (re.compile(r"agatston|calcium score|\bcac\b", re.IGNORECASE), "Coronary artery wall calcification", False),
+    (re.compile(r"fleischner|lung-?rads|follow[- ]?up|lung cancer|malignan", re.IGNORECASE), "Lung nodule", True),
+    (re.compile(r"ground[- ]glass", re.IGNORECASE), "Lung opacity", False),
 )
 
 
@@ -158,9 +158,8 @@ def _one_fact(call: FindingCall, study: Study, settings: dict, note: str) -> tup
     ev = list(call.evidence)
     if call.source == "none":
         return f"{call.name} was not assessed on this scan ({call.note or 'no measurement and no model'}).", ev
-    if f := finding_info(call.name):
-        if f.region in study.absent_regions:
-            return prompts.absent_region_text(f.region) + f" I can't say whether there is {label}.", ev
+    if (f := finding_info(call.name)) and f.region in study.absent_regions:
+        return prompts.absent_region_text(f.region) + f" I can't say whether there is {label}.", ev
     if call.present:
         sents = [s.text for s in finding_sentences(call, settings, note)]
         if call.source != "measured":

@@ -383,9 +383,6 @@ def plan_question(question: str, history: Sequence[dict[str, str]], study: Study
     if ans is not None:
         return ans
     query = question
-    if p.kind == "free" and not p.findings and _PRONOUN.search(question.lower()):
-        if prior := _finding_from_history(history):
-            p.findings, p.from_history = [prior], True
     if p.kind == "free" and p.from_history and p.findings:
         # "What does it mean?" after a turn about emphysema: answer (and retrieve) about emphysema
         query = f"{question} ({_label(p.findings[0])})"

@@ -171,9 +171,10 @@ def test_real_knowledge_base_answers(study):
     """The built-in knowledge base through the real store (MiniLM + ephemeral Chroma, ~10 s with the KB embedding)."""
     import uuid
 
+    from test_retrieval import _client
+
     from retrieval.embed import get_embedder
     from retrieval.store import KnowledgeStore
-    from test_retrieval import _client
 
     store = KnowledgeStore(_client(), get_embedder(), collection=f"kbq-{uuid.uuid4().hex[:8]}")
     store.ensure_builtin()
