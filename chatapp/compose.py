@@ -369,10 +369,15 @@ def llm_gate(text: str, question: str, facts: str, citations: Sequence[Citation]
     elif cw and len(cw & content_words(system)) / len(cw) >= 0.5:
         reasons.append("mostly the system prompt's words")
     topic = content_words(question) | {w for n in question_findings for w in content_words(n)}
-    if topic and not (cw & topic):
-        reasons.append("off topic: shares no content word with the question")
-    if repeated:
+    passage_words = set().union(*(content_words(c.text) for c in citations)) if citations else set()
+    if topic and not (cw & topic) and len(cw & passage_words) < 3:
+        reasons.append("off topic: shares no content word with the question and few with the passages")
+    grams = [tuple(words[i:i + 6]) for i in range(len(words) - 5)]
+    if repeated or len(set(grams)) < len(grams):  # a 6-word run said twice: a loop inside one sentence
         reasons.append("repeats itself")
+    if bad_refs := sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)} - {c.n for c in citations}):
+        reasons.append("cites passage(s) that were not given: " + ", ".join(f"[{n}]" for n in bad_refs))
+    text = re.sub(r"\[\d+\]", " ", text)  # citation markers are not numbers of the answer
     supported = {n for n, c in calls.items() if c.present}
     try:
         from chatapp.evaluation.labeler import find_mentions

@@ -153,8 +153,21 @@ def test_passage_ranking_is_lexical_and_verbatim():
 def test_gate_units():
     g = compose.llm_gate
     assert g("ok", "q", "", [], {}) == ["too short to answer the question"]
-    assert "off topic: shares no content word with the question" in g(
-        "Bananas are yellow fruit rich in potassium.", "What does emphysema mean?", "", [], {})
+    assert any(r.startswith("off topic") for r in g(
+        "Bananas are yellow fruit rich in potassium.", "What does emphysema mean?", "", [], {}))
+    # seen from the embedded 135M model on the TCIA CT: a loop inside one sentence, a passage number never given
+    assert "repeats itself" in g("The coronary calcium score is a measure of the coronary calcium score, which is a "
+                                 "measure of the coronary calcium score.", "What does the calcium score mean?", "", [],
+                                 {})
+    from chatapp.schema import Citation
+
+    cites = [Citation(1, "a", "Heart size", "s", text="The cardiothoracic ratio is the widest transverse diameter of "
+                      "the heart divided by the widest inner diameter of the thorax.")]
+    assert any("[3]" in r for r in g("Cardiomegaly is an enlarged heart [3].", "What is cardiomegaly?", "", cites,
+                                      {}))
+    # on topic through the passage's words although it names none of the question's
+    assert g("The cardiothoracic ratio is the widest transverse diameter of the heart [1].",
+             "How is cardiomegaly defined?", "", cites, {}) == []
     assert g("Emphysema means enlarged, destroyed air spaces.", "What does emphysema mean?", "", [], {},
              ["Emphysema"]) == []
 
