@@ -287,7 +287,10 @@ class Pipeline:
             return
         t = time.perf_counter()
         try:
-            study.tokens = m.encode(study.volume)
+            if getattr(m, "needs_regions", False):  # region tokens: reuse the masks analyze() already computed
+                study.tokens = m.encode(study.volume, getattr(study, "_region_result", None) or study.regions or None)
+            else:
+                study.tokens = m.encode(study.volume)
             probs, cues = m.predict_findings(study.tokens)
             study.probabilities = {str(k): float(v) for k, v in dict(probs).items()}
             study.cues = str(cues or "")
