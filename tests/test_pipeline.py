@@ -95,6 +95,29 @@ def test_degrades_when_model_and_store_fail(ct_file):
     assert ans.kind == "free" and any("knowledge search failed" in w for w in pipe.load_warnings)
 
 
+class RegionTokenModel:
+    """A model whose token set has region tokens: it must get the masks analyze() computed, not segment again."""
+    weights_label = "region-token model"
+    needs_regions = True
+
+    def __init__(self):
+        self.regions = "unset"
+
+    def encode(self, volume, regions=None):
+        self.regions = regions
+
+    def predict_findings(self, tokens):
+        return {}, ""
+
+
+def test_region_token_model_gets_the_studys_masks(ct_file):
+    model = RegionTokenModel()
+    st = Pipeline.from_config(model=model, store=BrokenStore()).analyze(ct_file)
+    masks = getattr(model.regions, "masks", model.regions)
+    assert st.regions and masks is not None and set(masks) == set(st.regions)
+    assert all(masks[k] is st.regions[k] for k in st.regions)
+
+
 class StreamingModel:
     weights_label = "ctscribe-demo (demo weights trained on synthetic phantoms)"
 
