@@ -9,7 +9,9 @@ checkpoint's ``prototypes.safetensors`` (same keys, same dtype) when ``--write``
     python bench/train_prototypes.py --checkpoint chatapp/weights/demo --n 400 --write [--tokens layer4,layer3]
 
 ``--tokens`` switches the encoder token set (``model.encoder.tokens``) the memory is trained on; ``--write`` records it
-in the checkpoint's ``arch.encoder.tokens`` (the bridge keeps reading layer4 only).
+in the checkpoint's ``arch.encoder.tokens`` (the bridge keeps reading layer4 only). With a set ending in ``regions``
+the prototype part is trained on the grid tokens, then the region head and the per-finding mix are fitted
+(``fit_region_head``: head on the training seeds, mix on the validation seeds).
 
 Encoder features are cached by content hash under $CTSCRIBE_HOME (the first run encodes every phantom).
 ``--index FILE.jsonl`` (lines ``{"seed", "key", "labels"}``) skips regenerating phantoms whose features are cached.
@@ -105,20 +107,33 @@ def _layer_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.layer_norm(x.float(), x.shape[-1:])
 
 
-def fit_projected(mem, train: list[dict], val: list[dict], dim: int, **kw) -> dict:
+def fit_projected(mem, train: list[dict], val: list[dict], dim: int, extra_tokens: int = 0, extra_dim: int = 0,
+                  **kw) -> dict:
     """Train ``mem`` (in_dim D) in a PCA subspace of the layer-normed tokens, then fold the projection back.
 
     Tokens (N, D) → LayerNorm (no affine) → centred → projection P (dim, D). A small memory with an identity norm
     is trained on the projected tokens (``fit``), and its key/value layers are folded into ``mem``'s:
     ``W_D = W_dim P`` and ``b_D = b_dim - W_dim P c``, with ``mem.norm`` reset to the identity affine. The result is
     exactly the small model's function on the original tokens, at a fraction of the training cost.
+
+    Args:
+        extra_tokens: the last ``extra_tokens`` tokens of each example (region tokens) get ``extra_dim`` of the
+            ``dim`` directions from their own PCA, so a few tokens among hundreds are not drowned by the grid
+            tokens' variance (the rest come from the other tokens' PCA).
     """
     from vision.prototypes import PrototypeMemory
 
     flat = torch.cat([_layer_norm(it["x"]) for it in train])  # (n*N, D)
     c = flat.mean(0)
-    _, _, v = torch.linalg.svd(flat - c, full_matrices=False)
-    p = v[:dim]  # (dim, D)
+    if extra_tokens and extra_dim:
+        n_tok = train[0]["x"].shape[0]
+        is_extra = (torch.arange(len(flat)) % n_tok) >= n_tok - extra_tokens
+        _, _, vg = torch.linalg.svd(flat[~is_extra] - c, full_matrices=False)
+        _, _, vr = torch.linalg.svd(flat[is_extra] - flat[is_extra].mean(0), full_matrices=False)
+        p = torch.cat([vg[:dim - extra_dim], vr[:extra_dim]])  # (dim, D)
+    else:
+        _, _, v = torch.linalg.svd(flat - c, full_matrices=False)
+        p = v[:dim]  # (dim, D)
 
     def proj(items):
         return [{**it, "x": (_layer_norm(it["x"]) - c) @ p.T} for it in items]
@@ -139,6 +154,84 @@ def fit_projected(mem, train: list[dict], val: list[dict], dim: int, **kw) -> di
     return res
 
 
+def fit_region_head(mem, train: list[dict], val: list[dict],
+                    l2s: tuple[float, ...] = (0.01, 0.02, 0.05, 0.15, 0.5, 1.5), max_iter: int = 200) -> dict:
+    """Fit ``mem``'s region head (``mem.region_tokens`` > 0) and its mix with the prototype logits (stacking).
+
+    1. Per-feature standardised region tokens (mean/scale from ``train``, stored in the memory's buffers) → a
+       logistic regression per finding on ``train`` alone (L-BFGS, L2 penalty ``l2 * |W_k|^2`` per finding on its
+       mean loss; 0.12 is scikit-learn's C = 0.01 at 400 examples), one
+       fit per ``l2``; the best validation macro AUROC of the head alone wins. (The prototype memory's logits cannot
+       be the offset on ``train``: it was fitted there and is over-confident, so the head would learn nothing.)
+    2. On ``val`` (unseen by both parts): per finding, weights for the prototype logit (``memory_scale``) and the
+       head's logit, and a bias (L-BFGS, small L2 towards equal weights), folded into the head.
+    Returns ``{"l2", "val_head_macro_auroc": {l2: auc}, "val_macro_auroc"}`` (the last is fitted on val: optimistic).
+    """
+    import torch.nn.functional as F
+
+    def stack(items):
+        x = torch.stack([it["x"] for it in items]).float()
+        return x, torch.stack([it["labels"] for it in items]).float()
+
+    def lbfgs(params, loss_fn):
+        opt = torch.optim.LBFGS(params, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    def bce(logits, y):
+        known = ~torch.isnan(y)
+        return F.binary_cross_entropy_with_logits(logits[known], torch.nan_to_num(y)[known])
+
+    def macro(scores, y):
+        from sklearn.metrics import roc_auc_score
+
+        per = [roc_auc_score(y[:, k].numpy(), scores[:, k].numpy()) for k in range(y.shape[1])
+               if 0 < torch.nan_to_num(y[:, k]).sum() < len(y)]
+        return sum(per) / len(per)
+
+    r = mem.region_tokens
+    (x_tr, y_tr), (x_va, y_va) = stack(train), stack(val)
+    with torch.no_grad():
+        reg = x_tr[:, -r:]
+        mean, std = reg.mean(0), reg.std(0)
+        scale = torch.where(std > 1e-6, std, torch.ones_like(std))  # zero padding stays zero
+        mem.region_mean.copy_(mean)
+        mem.region_scale.copy_(scale)
+        z_tr = mem.region_features(reg)  # standardised and clipped exactly as at inference
+        z_va = mem.region_features(x_va[:, -r:])
+        mem_va = mem.memory_logits(x_va)
+    results, best = {}, (-1.0, None, None)
+    for l2 in l2s:
+        w = torch.zeros(mem.region_head.weight.shape, requires_grad=True)
+        b = torch.zeros(mem.region_head.bias.shape, requires_grad=True)
+        lbfgs([w, b], lambda w=w, b=b, l2=l2: bce(z_tr @ w.T + b, y_tr) + l2 * (w ** 2).sum(1).mean())  # per finding
+        with torch.no_grad():
+            auc = macro(z_va @ w.T + b, y_va)
+        results[l2] = round(auc, 4)
+        if auc > best[0]:
+            best = (auc, (w.detach(), b.detach()), l2)
+    w, b = best[1]
+    with torch.no_grad():
+        head_va = z_va @ w.T + b
+    a = torch.ones(w.shape[0], requires_grad=True)
+    c = torch.ones(w.shape[0], requires_grad=True)
+    d = torch.zeros(w.shape[0], requires_grad=True)
+    lbfgs([a, c, d], lambda: bce(a * mem_va + c * head_va + d, y_va) + 0.1 * ((a - 1) ** 2 + (c - 1) ** 2).mean())
+    with torch.no_grad():
+        mem.memory_scale.copy_(a)
+        mem.region_head.weight.copy_(c[:, None] * w)
+        mem.region_head.bias.copy_(c * b + d)
+    return {"l2": best[2], "val_head_macro_auroc": results, "val_macro_auroc": macro_auroc(mem, val)[0],
+            "memory_scale": [round(float(v), 3) for v in a.detach()],
+            "head_scale": [round(float(v), 3) for v in c.detach()]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="chatapp/weights/demo")
@@ -157,6 +250,8 @@ def main() -> None:
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--pca-dim", type=int, default=256, help="train in this PCA subspace, then fold (0: full)")
     ap.add_argument("--tokens", default=None, help="encoder token set, e.g. layer4,layer3 (default: the checkpoint's)")
+    ap.add_argument("--region-l2", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.15, 0.5, 1.5],
+                    help="L2 penalties tried for the region head (token sets ending with 'regions')")
     ap.add_argument("--write", action="store_true", help="write the best prototypes into the checkpoint")
     args = ap.parse_args()
 
@@ -191,15 +286,26 @@ def main() -> None:
     torch.manual_seed(args.train_seed)
     old = model.bridge.prototypes
     a = model.arch["prototypes_arch"]
+    n_reg = int(getattr(model.encoder, "extra_tokens", 0))
     mem = PrototypeMemory(model.encoder.dim, width=int(a.get("width", 128)),
                           prototypes_per_class=int(a.get("per_class", 4)),
-                          temperature=float(a.get("temperature", 0.1)))
+                          temperature=float(a.get("temperature", 0.1)))  # the prototype part: grid tokens only
     if args.init == "checkpoint":
-        mem.load_state_dict(old.state_dict())
+        mem.load_state_dict(old.state_dict(), strict=False)
     before = macro_auroc(old.float(), val)[0] if model.arch["encoder"].get("tokens") == old_tokens else None
+
+    def grid(items):
+        return [{**it, "x": it["x"][:-n_reg]} for it in items] if n_reg else items
+
     fitter = (lambda *a, **k: fit_projected(*a, dim=args.pca_dim, **k)) if args.pca_dim else fit
-    res = fitter(mem, train, val, epochs=args.epochs, lr=args.lr, wd=args.wd, batch=args.batch, keep=args.keep,
-              noise=args.noise, patience=args.patience, seed=args.train_seed)
+    res = fitter(mem, grid(train), grid(val), epochs=args.epochs, lr=args.lr, wd=args.wd, batch=args.batch,
+                 keep=args.keep, noise=args.noise, patience=args.patience, seed=args.train_seed)
+    if n_reg:  # then the region head and its mix with the prototype logits (see fit_region_head)
+        full = PrototypeMemory(model.encoder.dim, width=mem.width, prototypes_per_class=mem.pos.shape[1],
+                               temperature=mem.temperature, region_tokens=n_reg)
+        full.load_state_dict(mem.state_dict(), strict=False)
+        mem = full
+        res["region_head"] = fit_region_head(mem, train, val, l2s=tuple(args.region_l2))
     after, per = macro_auroc(mem, val)
     out = {"n_train": len(train), "n_val": len(val), "val_macro_auroc_before": before,
            "val_macro_auroc_after": after, "best_epoch": res["best_epoch"],
@@ -210,9 +316,10 @@ def main() -> None:
         path = Path(args.checkpoint) / "prototypes.safetensors"
         ref = load_file(str(path))
         sd = mem.state_dict()
-        if set(sd) != set(ref):
+        if set(sd) != set(ref) and model.arch["encoder"].get("tokens") == old_tokens:
             raise SystemExit(f"prototype keys differ from {path}: {sorted(set(sd) ^ set(ref))}")
-        save_file({k: v.detach().to(ref[k].dtype).contiguous() for k, v in sd.items()}, str(path))
+        dtype = next(iter(ref.values())).dtype
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in sd.items()}, str(path))
         meta_path = Path(args.checkpoint) / "config.json"
         meta = json.loads(meta_path.read_text())
         meta["arch"]["encoder"] = model.arch["encoder"]  # the token set the memory was trained on
@@ -221,7 +328,8 @@ def main() -> None:
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                 if k not in ("write", "index", "checkpoint") and v is not None) + " --write",
             "data": {"kind": "phantom", "seed": args.seed, "n": args.n, "val_every": args.val_every},
-            "best_epoch": res["best_epoch"], "val_macro_auroc": round(after, 4)}
+            "best_epoch": res["best_epoch"], "val_macro_auroc": round(after, 4),
+            **({"region_head": res["region_head"]} if "region_head" in res else {})}
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         out["written"] = str(path)
     print(json.dumps(out, indent=2))

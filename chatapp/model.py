@@ -53,14 +53,15 @@ ARCH_KEYS = ("encoder", "resampler", "prototypes_arch", "llm_name", "lora", "pre
 class Bridge(nn.Module):
     """The trainable vision-language bridge: perceiver resampler + prototype memory."""
 
-    def __init__(self, enc_dim: int, llm_hidden: int, resampler: dict, prototypes: dict):
+    def __init__(self, enc_dim: int, llm_hidden: int, resampler: dict, prototypes: dict, region_tokens: int = 0):
         super().__init__()
         self.resampler = PerceiverResampler(enc_dim, llm_hidden, num_latents=int(resampler.get("num_latents", 32)),
                                             depth=int(resampler.get("depth", 2)), heads=int(resampler.get("heads", 8)),
                                             width=resampler.get("width"))
         self.prototypes = PrototypeMemory(enc_dim, width=int(prototypes.get("width", 128)),
                                           prototypes_per_class=int(prototypes.get("per_class", 4)),
-                                          temperature=float(prototypes.get("temperature", 0.1)))
+                                          temperature=float(prototypes.get("temperature", 0.1)),
+                                          region_tokens=region_tokens)
 
 
 def preprocess_volume(volume: CTVolume, preset_name: str, params: dict) -> torch.Tensor:
@@ -148,7 +149,8 @@ class CTScribeModel(nn.Module):
         cache_dir = Path(config.get("model.cache_dir") or config.data_dir)
         llm = load_llm(llm_sec, cache_dir)
         encoder = build_encoder(arch["encoder"], config.data_dir, tuple(arch["preset_params"]["spatial_size"]))
-        bridge = Bridge(encoder.dim, llm.hidden_size, arch["resampler"], arch["prototypes_arch"])
+        bridge = Bridge(encoder.dim, llm.hidden_size, arch["resampler"], arch["prototypes_arch"],
+                        region_tokens=int(getattr(encoder, "extra_tokens", 0)))
         protos = sec.get("prototypes") or {}
         label = "random-init bridge (untrained; outputs are meaningless)"
         model = cls(encoder=encoder, bridge=bridge, llm=llm, arch=arch, preset=arch["preset"],
@@ -175,6 +177,12 @@ class CTScribeModel(nn.Module):
             raise ConfigError(f"model.encoder.tokens selects Astra stages; the {self.encoder.kind} encoder has one set")
         self.encoder.set_tokens(layers)
         self.arch["encoder"] = {**self.arch["encoder"], "tokens": list(layers)}
+        old = self.bridge.prototypes
+        if old.region_tokens != self.encoder.extra_tokens:  # region head on/off: a fresh memory (to be retrained)
+            self.bridge.prototypes = PrototypeMemory(
+                self.encoder.dim, width=old.width, num_findings=old.queries.shape[0],
+                prototypes_per_class=old.pos.shape[1], temperature=old.temperature,
+                region_tokens=self.encoder.extra_tokens).to(old.queries.device)
         if self._cache is not None:
             ns = f"{self.encoder.weights_id}-{self.preset}-{_short_hash(self.preset_params)}"
             self._cache = FeatureCache(self.data_dir / "features", ns)

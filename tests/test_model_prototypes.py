@@ -53,3 +53,39 @@ def test_cue_text_lists_likely_and_possible():
     assert "likely present: Emphysema (0.91)" in text and "possible: Lung nodule (0.40)" in text
     assert "Cardiomegaly" not in text
     assert "likely present: none" in cue_text({n: 0.0 for n in FINDING_NAMES})
+
+
+def test_region_head_reads_the_last_tokens_and_is_fitted_by_stacking():
+    """With region_tokens=R the attention sees only the first N-R tokens and a linear head reads the last R; a finding
+    visible only in a region token is learnt by fit_region_head (head on train, mix on validation)."""
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from train_prototypes import fit_region_head, macro_auroc
+
+    g = torch.Generator().manual_seed(0)
+    n, r, d = 400, 3, 32
+    y = (torch.rand(n, K, generator=g) < 0.3).float()
+    x = torch.randn(n, 8 + r, d, generator=g)
+    x[:, 8 + 1, :K] += 3.0 * y  # finding k shows only in region token 1, feature k
+    items = [{"x": x[i], "labels": y[i]} for i in range(n)]
+    torch.manual_seed(0)
+    mem = PrototypeMemory(d, width=8, prototypes_per_class=2, region_tokens=r)
+    assert {"region_head.weight", "region_mean", "region_scale", "memory_scale"} <= set(mem.state_dict())
+    before = mem(x[:4])
+    x2 = x[:4].clone()
+    x2[:, 8:] += 5.0
+    assert torch.equal(mem(x2), before)  # zero-initialised head: region tokens do not reach the prototype part
+    x3 = x[:4].clone()
+    x3[:, :8] += 1.0
+    assert not torch.equal(mem(x3), before)
+    assert mem.split(x[:4])[0].shape == (4, 8, d)
+    with pytest.raises(ValueError, match="region tokens"):
+        mem(torch.randn(2, r, d))
+    res = fit_region_head(mem, items[:260], items[260:340])
+    auc, _ = macro_auroc(mem, items[340:])
+    assert auc > 0.9 and res["l2"] in (0.01, 0.02, 0.05, 0.15, 0.5, 1.5)
+    assert torch.isfinite(mem.loss(x[:8], y[:8]))
