@@ -194,3 +194,27 @@ def test_region_inputs_area_resize_matches_torch():
                         mode="area")[0, 0].numpy()
     assert np.allclose(_area_resize(full, box, size, (1, 1, 1)), ref, atol=1e-5)
     assert np.allclose(_area_resize(work, box, size, (3, 4, 2)), ref, atol=1e-5)
+
+
+def test_demo_checkpoint_token_set_matches_its_prototypes():
+    """The shipped demo checkpoint records the token set its prototype memory was fitted on; with 'regions' the
+    memory file carries the region head, and the memory loads strictly (no Astra weights needed for this check)."""
+    from safetensors.torch import load_file
+
+    from chatapp.model import DEMO_CHECKPOINT
+    from vision.encoder import num_region_tokens
+    from vision.prototypes import PrototypeMemory
+
+    meta = json.loads((DEMO_CHECKPOINT / "config.json").read_text())
+    tokens = meta["arch"]["encoder"]["tokens"]
+    assert tokens == meta["train"]["prototypes"]["tokens"]
+    sd = load_file(str(DEMO_CHECKPOINT / "prototypes.safetensors"))
+    regions = num_region_tokens() if tokens[-1] == "regions" else 0
+    assert ("region_head.weight" in sd) == bool(regions)
+    a = meta["arch"]["prototypes_arch"]
+    mem = PrototypeMemory(2048, width=a["width"], prototypes_per_class=a["per_class"], temperature=a["temperature"],
+                          region_tokens=regions)
+    mem.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    if regions:  # the head's clipped inputs bound its logits on any CT
+        worst = torch.full((1, regions, 2048), 1e6)
+        assert mem.region_logits(worst).abs().max() < 1e3
