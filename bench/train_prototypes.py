@@ -11,7 +11,8 @@ checkpoint's ``prototypes.safetensors`` (same keys, same dtype) when ``--write``
 ``--tokens`` switches the encoder token set (``model.encoder.tokens``) the memory is trained on; ``--write`` records it
 in the checkpoint's ``arch.encoder.tokens`` (the bridge keeps reading layer4 only). With a set ending in ``regions``
 the prototype part is trained on the grid tokens, then the region head and the per-finding mix are fitted
-(``fit_region_head``: head on the training seeds, mix on the validation seeds).
+(``fit_region_head``: head on the training seeds, mix on the validation seeds); ``--head-seed/--head-n`` add phantoms
+at another geometry (``--head-shape/--head-spacing``) to that fit only.
 
 Encoder features are cached by content hash under $CTSCRIBE_HOME (the first run encodes every phantom).
 ``--index FILE.jsonl`` (lines ``{"seed", "key", "labels"}``) skips regenerating phantoms whose features are cached.
@@ -252,6 +253,13 @@ def main() -> None:
     ap.add_argument("--tokens", default=None, help="encoder token set, e.g. layer4,layer3 (default: the checkpoint's)")
     ap.add_argument("--region-l2", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.15, 0.5, 1.5],
                     help="L2 penalties tried for the region head (token sets ending with 'regions')")
+    ap.add_argument("--head-seed", type=int, default=None,
+                    help="region head only: also fit it on phantom seeds [head-seed, head-seed + head-n) rendered at "
+                         "--head-shape / --head-spacing (e.g. the report evaluation's geometry; every --val-every-th "
+                         "seed validates the mix)")
+    ap.add_argument("--head-n", type=int, default=0)
+    ap.add_argument("--head-shape", type=int, nargs=3, default=[128, 128, 96])
+    ap.add_argument("--head-spacing", type=float, nargs=3, default=[2.7, 2.7, 3.33])
     ap.add_argument("--write", action="store_true", help="write the best prototypes into the checkpoint")
     args = ap.parse_args()
 
@@ -305,7 +313,14 @@ def main() -> None:
                                temperature=mem.temperature, region_tokens=n_reg)
         full.load_state_dict(mem.state_dict(), strict=False)
         mem = full
-        res["region_head"] = fit_region_head(mem, train, val, l2s=tuple(args.region_l2))
+        more = []
+        if args.head_seed is not None and args.head_n:
+            more = load_items(model, list(range(args.head_seed, args.head_seed + args.head_n)), index,
+                              tuple(args.head_shape), tuple(args.head_spacing))
+        res["region_head"] = fit_region_head(
+            mem, train + [it for it in more if it["seed"] % args.val_every], val + [it for it in more if
+                                                                                     it["seed"] % args.val_every == 0],
+            l2s=tuple(args.region_l2))
     after, per = macro_auroc(mem, val)
     out = {"n_train": len(train), "n_val": len(val), "val_macro_auroc_before": before,
            "val_macro_auroc_after": after, "best_epoch": res["best_epoch"],
