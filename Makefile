@@ -55,10 +55,11 @@ demo: $(BASE_STAMP)
 	$(VENV)/bin/ctscribe demo --out demo-output
 
 test: install-dev
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 bench: install-dev
 	$(PY) -m bench.run
 
 lint: install-dev
-	$(VENV)/bin/ruff check vision retrieval chatapp tests bench
+	$(VENV)/bin/ruff check .

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import math
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from vision.errors import ConfigError, InputNotFoundError
 from vision.registry import FINDING_NAMES, FINDINGS

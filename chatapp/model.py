@@ -25,8 +25,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,7 +125,7 @@ class CTScribeModel(nn.Module):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_config(cls, config: Config) -> "CTScribeModel":
+    def from_config(cls, config: Config) -> CTScribeModel:
         """Build encoder, bridge and LLM from ``config`` and load the checkpoint it names (``model.checkpoint``)."""
         from chatapp.checkpoint import load_checkpoint, resolve_checkpoint
 

@@ -326,7 +326,7 @@ class Pipeline:
                         st = self._open_store()
                         if st is not None:
                             st.search("chest CT finding", k=1)  # loads the embedder (~2 s on first use)
-                except Exception as e:  # noqa: BLE001 - a warm-up must never break analysis
+                except Exception as e:  # a warm-up must never break analysis
                     self._warn(f"knowledge store warm-up failed ({type(e).__name__}: {e})")
         elif m is None or study.tokens is None or not getattr(llm, "prefix_cache_size", 0) or not hasattr(llm, "warm"):
             return None
@@ -358,7 +358,7 @@ class Pipeline:
                 k = min(a.shape[1], b.shape[1])
                 n = int((a[0, :k] == b[0, :k]).all(-1).long().cumprod(0).sum())
                 llm.warm(a[:, :n])
-            except Exception as e:  # noqa: BLE001 - a warm-up must never break analysis
+            except Exception as e:  # a warm-up must never break analysis
                 self._warn(f"chat warm-up failed ({type(e).__name__}: {e})")
 
         return work

@@ -124,55 +124,57 @@ def train(config: Config, *, max_steps: int | None = None, output_dir: Path | No
     label = sec.get("weights_label") or out.name
     save_every = int(sec.get("save_every", 100))
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(sec.get("save_dtype")), None)
-    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in the finally below)
     step, last = 0, {}
     bar = tqdm(total=total, initial=min(start, total), desc="training", disable=not (progress and accel.is_main_process))
     model.train()
-    for stage in stages:
-        n = int(stage.get("steps", 0))
-        if step + n <= start:  # stage already done before the resume point
-            step += n
-            continue
-        params = _trainable(model, stage)
-        opt = torch.optim.AdamW(params, lr=float(stage.get("lr", 1e-3)), weight_decay=float(stage.get("wd", 0.0)))
-        wrapped, opt = accel.prepare(model, opt)
-        for _ in range(n):
+    try:
+        for stage in stages:
+            n = int(stage.get("steps", 0))
+            if step + n <= start:  # stage already done before the resume point
+                step += n
+                continue
+            params = _trainable(model, stage)
+            opt = torch.optim.AdamW(params, lr=float(stage.get("lr", 1e-3)), weight_decay=float(stage.get("wd", 0.0)))
+            wrapped, opt = accel.prepare(model, opt)
+            for _ in range(n):
+                if step >= total:
+                    break
+                if step < start:
+                    step += 1
+                    continue
+                t0 = time.time()
+                batch = [rng.choice(items) for _ in range(bs)]
+                pairs = [rng.choice(b["pairs"]) if rng.random() < float(stage.get("vqa_fraction", 0.5))
+                         else b["pairs"][0] for b in batch]
+                x = torch.stack([b["x"] for b in batch]).to(accel.device)
+                if x.dim() == 4:
+                    x = x.unsqueeze(1)  # (B, 1, X, Y, Z) for a trainable encoder
+                labels = torch.stack([b["labels"] for b in batch]).to(accel.device)
+                res = wrapped(x, labels, [[{"role": "user", "content": q}] for q, _ in pairs], [a for _, a in pairs],
+                              lm_weight=float(stage.get("lm_weight", 1.0)),
+                              proto_weight=float(stage.get("proto_weight", 1.0)),
+                              max_target_tokens=sec.get("max_target_tokens"))
+                accel.backward(res["loss"])
+                accel.clip_grad_norm_(params, float(stage.get("clip", 1.0)))
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                last = {k: float(v.detach()) for k, v in res.items()}
+                if accel.is_main_process:
+                    metrics.write(json.dumps({"step": step, "stage": stage.get("name", ""), **last,
+                                              "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)})
+                                  + "\n")
+                    metrics.flush()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}")
+                    if save_every and step % save_every == 0 and step < total:
+                        _save(accel.unwrap_model(wrapped), out, label, dtype, step, data_spec, seed, save_checkpoint)
             if step >= total:
                 break
-            if step < start:
-                step += 1
-                continue
-            t0 = time.time()
-            batch = [rng.choice(items) for _ in range(bs)]
-            pairs = [rng.choice(b["pairs"]) if rng.random() < float(stage.get("vqa_fraction", 0.5))
-                     else b["pairs"][0] for b in batch]
-            x = torch.stack([b["x"] for b in batch]).to(accel.device)
-            if x.dim() == 4:
-                x = x.unsqueeze(1)  # (B, 1, X, Y, Z) for a trainable encoder
-            labels = torch.stack([b["labels"] for b in batch]).to(accel.device)
-            res = wrapped(x, labels, [[{"role": "user", "content": q}] for q, _ in pairs], [a for _, a in pairs],
-                          lm_weight=float(stage.get("lm_weight", 1.0)),
-                          proto_weight=float(stage.get("proto_weight", 1.0)),
-                          max_target_tokens=sec.get("max_target_tokens"))
-            accel.backward(res["loss"])
-            accel.clip_grad_norm_(params, float(stage.get("clip", 1.0)))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            last = {k: float(v.detach()) for k, v in res.items()}
-            if accel.is_main_process:
-                metrics.write(json.dumps({"step": step, "stage": stage.get("name", ""), **last,
-                                          "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)})
-                              + "\n")
-                metrics.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}")
-                if save_every and step % save_every == 0 and step < total:
-                    _save(accel.unwrap_model(wrapped), out, label, dtype, step, data_spec, seed, save_checkpoint)
-        if step >= total:
-            break
-    bar.close()
-    metrics.close()
+    finally:  # the metrics log is closed even when a step fails
+        bar.close()
+        metrics.close()
     model.eval()
     if accel.is_main_process:
         _save(accel.unwrap_model(model), out, label, dtype, step, data_spec, seed, save_checkpoint)

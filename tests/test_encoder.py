@@ -5,14 +5,12 @@ from __future__ import annotations
 import resource
 import time
 
-import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 
 from vision.encoder import FeatureCache, ViTEncoder, build_encoder
 from vision.errors import ConfigError
-
-from conftest import shared_path
 
 
 def test_vit_tokens_and_bad_patch():

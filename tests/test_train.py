@@ -9,11 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_model import ROOT, tiny_llm_dir  # noqa: F401  (session fixture)
 
 from chatapp.cli import main
 from vision.registry import FINDING_NAMES
-
-from test_model import ROOT, tiny_llm_dir  # noqa: F401  (session fixture)
 
 
 def _phantom(seed: int, shape=(40, 40, 32)) -> tuple[np.ndarray, list[int], str]:

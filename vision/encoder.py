@@ -158,7 +158,7 @@ class AstraEncoder(CTEncoder):
         self._hooks = [getattr(self.net, name).register_forward_hook(
             lambda _m, _i, out, name=name: self._taps.__setitem__(name, out)) for name in sorted(taps)]
 
-    def train(self, mode: bool = True) -> "AstraEncoder":  # frozen: BatchNorm statistics never update
+    def train(self, mode: bool = True) -> AstraEncoder:  # frozen: BatchNorm statistics never update
         return super().train(False)
 
     def forward(self, x: torch.Tensor, region_masks: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +212,7 @@ def astra_state_dict(weights_dir: Path) -> dict[str, torch.Tensor]:
         blob = torch.load(pt, map_location="cpu", weights_only=True)  # tensors only: refuses arbitrary pickles
         sd = blob["state_dict"] if isinstance(blob, dict) and "state_dict" in blob else blob
         prefix = "visual_encoder.model.encode_image.i3_resnet."
-        sd = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
+        sd = {k.removeprefix(prefix): v for k, v in sd.items()}
         sd = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
         tmp = st.with_name(st.name + f".tmp{os.getpid()}")
         save_file(sd, str(tmp))
@@ -284,7 +284,7 @@ class FeatureCache:
             return None
         try:
             return load_file(str(p))["tokens"]
-        except Exception as e:  # a truncated cache file is simply recomputed
+        except Exception as e:  # noqa: BLE001 (a truncated or foreign cache file is simply recomputed)
             log.warning("dropping unreadable feature cache %s (%s)", p, e)
             p.unlink(missing_ok=True)
             return None
