@@ -50,6 +50,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "probability_threshold": 0.5,  # P(finding) at or above which a model-only finding is reported
     "thresholds": {},  # per-finding overrides, CT-RATE name → probability
     "measured": {},  # per-finding overrides of DEFAULT_MEASURED_RULES
+    # out-of-domain guard for the image model: when its calls disagree with more than this fraction of the scan's
+    # measured findings (at least model_trust_min_measured compared), its model-only findings are withheld from the
+    # report body and listed in a notice. Phantom-trained demo weights disagree with 0-5 of 10 on unseen phantoms
+    # (median 1-2) and with 8 of 10 on the real TCIA chest CT. null switches the guard off.
+    "model_trust_max_disagreement": 0.6,
+    "model_trust_min_measured": 5,
     "rephrase": "findings",  # which sentences the LLM rephrases: findings | all | none
     "max_new_tokens": 60,  # per rephrased sentence
     "size_decimals": 0,  # nodule diameters are reported to the nearest mm (Fleischner convention)
@@ -210,7 +216,46 @@ def call_findings(study: Study, settings: dict[str, Any]) -> dict[str, FindingCa
         if call.present and f.region in absent:
             call.present, call.note = False, f"suppressed: region {f.region} is not in the field of view"
         calls[f.name] = call
+    _withhold_untrusted_model_calls(calls, settings)
     return calls
+
+
+WITHHELD = "withheld"  # FindingCall.note prefix of a model-only finding the out-of-domain guard kept out of the report
+
+
+def _withhold_untrusted_model_calls(calls: dict[str, FindingCall], settings: dict[str, Any]) -> None:
+    """Withhold model-only positive calls when the image model disagrees with most of this scan's measurements.
+
+    A model that contradicts the measurements on most findings it can be checked against is outside the data it
+    was trained on (e.g. phantom-trained demo weights on a real CT): its findings that nothing measures are then
+    not asserted; each keeps its probability as evidence and a note that says why (see ``withheld_notice``).
+    """
+    frac = settings.get("model_trust_max_disagreement")
+    if frac is None:
+        return
+    compared = [c for c in calls.values()
+                if c.source == "measured" and any(e.kind == "probability" for e in c.evidence)]
+    if len(compared) < int(settings.get("model_trust_min_measured", 5)):
+        return
+    k = sum("disagrees" in c.note for c in compared)
+    if k <= float(frac) * len(compared):
+        return
+    for c in calls.values():
+        if c.source == "model" and c.present:
+            c.present = False
+            c.note = (f"{WITHHELD}: the image model disagrees with {k} of {len(compared)} measured findings on this "
+                      "scan, so its model-only findings are not asserted")
+
+
+def withheld_notice(calls: dict[str, FindingCall]) -> str:
+    """One line listing the model-only findings the out-of-domain guard withheld, with their probabilities."""
+    held = [c for c in calls.values() if c.note.startswith(WITHHELD)]
+    if not held:
+        return ""
+    why = held[0].note.split(": ", 1)[1]
+    probs = [next((float(e.value) for e in c.evidence if e.kind == "probability"), 0.0) for c in held]
+    listed = "; ".join(f"{c.name[0].lower() + c.name[1:]} (probability {p:.2f})" for c, p in zip(held, probs))
+    return f"Not reported ({why}; verify on the images): {listed}."
 
 
 def _nodule_search_ran(study: Study) -> bool:
@@ -379,8 +424,9 @@ def build_structured_report(study: Study, settings: dict[str, Any],
     rep = Report(study.study_id, sections, citations, weights=study.weights)
     for i, s in enumerate(rep.sentences()):
         s.id = f"s{i}"
-    if note := disagreement_notice(calls):
-        rep.notices.append(note)
+    for note in (disagreement_notice(calls), withheld_notice(calls)):
+        if note:
+            rep.notices.append(note)
     if not have_model:
         rep.notices.append("Model findings unavailable: this report comes from measurements only; findings without a "
                            "measurement were not assessed.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatapp import prompts
-from chatapp.report import FindingCall, _canonical, lobe_text, nodule_diameter
+from chatapp.report import WITHHELD, FindingCall, _canonical, lobe_text, nodule_diameter
 from chatapp.schema import Answer, Citation, Evidence, Study
 from vision.registry import FINDINGS
 from vision.registry import region as region_info
@@ -328,6 +328,9 @@ def answer_structured(p: ParsedQuestion, study: Study, calls: dict[str, FindingC
                               "verify.", evidence=ev, kind="presence", weights=weights)
             return Answer(f"Yes. {name} is present{where} (measured)." + (f" {detail}" if detail else ""),
                           evidence=ev, kind="presence", weights=weights)
+        if call.note.startswith(WITHHELD):
+            return Answer(f"Not reported: {_model_estimate(call, weights)}, but {call.note.split(': ', 1)[1]} "
+                          "— verify on the images.", evidence=ev, kind="presence", weights=weights)
         return Answer(f"No. No {_label(name)} is seen{where}.", evidence=ev, kind="presence", weights=weights)
     if not call.present:
         return Answer(f"No {_label(name)} is seen on this scan, so there is no {p.kind} to report.", evidence=ev,

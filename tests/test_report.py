@@ -235,3 +235,43 @@ def test_disagreement_between_measurement_and_model_is_a_notice():
     assert "lung opacity: measured not present (ground_glass_volume_ml = 5.9 mL)" in text
     assert "probability 0.77" in text and "emphysema" not in text
     assert disagreement_notice({"Emphysema": ok}) == ""
+
+
+def _calls_with_disagreements(k: int, n: int = 10) -> dict:
+    from chatapp.report import FindingCall, probability_evidence
+
+    calls = {}
+    for i in range(n):  # n measured findings, k of them contradicted by the image model
+        name = f"measured {i}"
+        calls[name] = FindingCall(name, False, "measured", 0.9, "lung", [probability_evidence(name, 0.9)],
+                                  note="model probability 0.90 disagrees with the measurement; the measurement decides"
+                                  if i < k else "")
+    calls["Consolidation"] = FindingCall("Consolidation", True, "model", 0.99, "lung",
+                                         [probability_evidence("Consolidation", 0.99)])
+    return calls
+
+
+def test_model_only_findings_withheld_when_the_model_contradicts_the_measurements():
+    """Out-of-domain guard: a model that contradicts most measurements (demo weights on a real CT: 8 of 10 on TCIA)
+    does not assert its model-only findings; they are listed in a notice, and VQA says so instead of 'No'."""
+    from chatapp.report import _withhold_untrusted_model_calls, withheld_notice
+    from chatapp.vqa import plan_question
+
+    settings = report_settings({})
+    calls = _calls_with_disagreements(5)  # phantoms: at most 5 of 10 → kept
+    _withhold_untrusted_model_calls(calls, settings)
+    assert calls["Consolidation"].present and withheld_notice(calls) == ""
+    calls = _calls_with_disagreements(8)
+    _withhold_untrusted_model_calls(calls, settings)
+    c = calls["Consolidation"]
+    assert not c.present and c.note.startswith("withheld")
+    note = withheld_notice(calls)
+    assert "8 of 10" in note and "consolidation (probability 0.99)" in note
+    _withhold_untrusted_model_calls(calls := _calls_with_disagreements(8), {**settings,
+                                                                           "model_trust_max_disagreement": None})
+    assert calls["Consolidation"].present  # switched off
+    st = Study(study_id="s", volume=None, weights="demo weights")
+    calls = _calls_with_disagreements(8)
+    _withhold_untrusted_model_calls(calls, settings)
+    ans = plan_question("Is there consolidation in the lung?", [], st, calls)
+    assert ans.text.startswith("Not reported") and "8 of 10" in ans.text and "0.99" in ans.text
