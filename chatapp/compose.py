@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from chatapp import prompts
+from chatapp.guard import plural_fold
 from chatapp.report import WITHHELD, FindingCall, finding_sentences
 from chatapp.schema import DEMO_WEIGHTS_NOTICE, Citation, Evidence, Study
 from vision.registry import finding as finding_info
@@ -46,17 +47,9 @@ _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
 
-def _stem(w: str) -> str:
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 4 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
-    return w
-
-
 def content_words(text: str) -> set[str]:
     """Lower-case, plural-folded words of >= 3 letters that are not stop words."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP}
+    return {plural_fold(w) for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP}
 
 
 def split_sentences(text: str) -> list[str]:

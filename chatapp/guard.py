@@ -52,7 +52,7 @@ STYLE_WORDS: frozenset[str] = frozenset(_STYLE_TEXT.split())
 _WORD = re.compile(r"[a-z]+")
 
 
-def _stem(w: str) -> str:
+def plural_fold(w: str) -> str:
     """Crude plural folding so 'effusions'/'effusion' and 'lobes'/'lobe' count as one word."""
     if len(w) > 4 and w.endswith("ies"):
         return w[:-3] + "y"
@@ -64,7 +64,7 @@ def _stem(w: str) -> str:
 def content_words(text: str) -> set[str]:
     """Lower-case words of >= 4 letters that are not style words, plural-folded ('Pleural effusions' → {pleural,
     effusion})."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in STYLE_WORDS}
+    return {plural_fold(w) for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in STYLE_WORDS}
 
 
 def vocabulary_reasons(rewrite: str, original: str) -> list[str]:
