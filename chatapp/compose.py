@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from chatapp import prompts
 from chatapp.guard import plural_fold
-from chatapp.report import WITHHELD, FindingCall, finding_sentences
+from chatapp.report import FindingCall, finding_sentences
 from chatapp.schema import DEMO_WEIGHTS_NOTICE, Citation, Evidence, Study
 from vision.registry import finding as finding_info
 from vision.registry import region as region_info
@@ -169,10 +169,10 @@ def _one_fact(call: FindingCall, study: Study, settings: dict, note: str) -> tup
         m = next((e for e in ev if e.kind == "measurement"), None)
         return f"No {label} is seen on this scan" + (f" (measured: {_readable(m.label)})." if m else
                                                       " (measured)."), ev
-    p = next((float(e.value) for e in ev if e.kind == "probability"), call.confidence)
+    p = call.confidence if call.probability is None else call.probability
     inside = f"image model probability {p:.2f}" + (f"; {note}" if note else "")
-    if call.note.startswith(WITHHELD):  # the out-of-domain guard kept a model-only finding out of the report
-        return f"{call.name} is not reported ({inside}): {call.note.split(': ', 1)[1]}; verify on the images.", ev
+    if call.withheld_reason:  # the out-of-domain guard kept a model-only finding out of the report
+        return f"{call.name} is not reported ({inside}): {call.withheld_reason}; verify on the images.", ev
     return f"No {label} is called on this scan ({inside}).", ev
 
 

@@ -120,8 +120,8 @@ class CTScribeModel(nn.Module):
         self.use_cues = bool(use_cues)
         self.data_dir = Path(data_dir)
         self.regions_backend = "auto"  # vision.regions backend for region tokens when encode() gets no masks
-        ns = f"{encoder.weights_id}-{preset}-{_short_hash(preset_params)}"
-        self._cache = FeatureCache(self.data_dir / "features", ns) if feature_cache and encoder.frozen else None
+        use_cache = feature_cache and encoder.frozen
+        self._cache = FeatureCache(self.data_dir / "features", self._cache_namespace()) if use_cache else None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -185,8 +185,11 @@ class CTScribeModel(nn.Module):
                 prototypes_per_class=old.pos.shape[1], temperature=old.temperature,
                 region_tokens=self.encoder.extra_tokens).to(old.queries.device)
         if self._cache is not None:
-            ns = f"{self.encoder.weights_id}-{self.preset}-{_short_hash(self.preset_params)}"
-            self._cache = FeatureCache(self.data_dir / "features", ns)
+            self._cache = FeatureCache(self.data_dir / "features", self._cache_namespace())
+
+    def _cache_namespace(self) -> str:
+        """Feature-cache folder of this encoder (weights + token set), preset and preset parameters."""
+        return f"{self.encoder.weights_id}-{self.preset}-{_short_hash(self.preset_params)}"
 
     # ------------------------------------------------------------------ vision side
     @property
@@ -262,7 +265,7 @@ class CTScribeModel(nn.Module):
 
         masks, factors = getattr(regions, "masks", regions), (1, 1, 1)
         if isinstance(masks, UpsampledMasks):  # classical RegionResult: resize the coarse work-grid masks exactly
-            masks, factors = masks._work, tuple(int(f) for f in masks._factors)  # (same module family, read-only)
+            masks, factors = masks.work, tuple(int(f) for f in masks.factors)
         out = torch.zeros(len(REGION_KEYS), *size)
         for i, k in enumerate(REGION_KEYS):
             m = masks.get(k) if hasattr(masks, "get") else None

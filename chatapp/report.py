@@ -104,6 +104,16 @@ class FindingCall:
     measurements: list[Measurement] = field(default_factory=list)
     note: str = ""
 
+    @property
+    def probability(self) -> float | None:
+        """The image model's P(finding) from the evidence; None when the model gave none."""
+        return next((float(e.value) for e in self.evidence if e.kind == "probability"), None)
+
+    @property
+    def withheld_reason(self) -> str | None:
+        """Why the out-of-domain guard kept this model-only finding out of the report; None when it did not."""
+        return self.note.split(": ", 1)[1] if self.note.startswith(WITHHELD + ": ") else None
+
 
 # Overlay ids of vision.measure.overlays for measurements that do not name their own mask.
 _MASK_IDS = {"medical_material": "findings/metal", "aortic_calcium_score": "findings/calcium_aortic",
@@ -233,8 +243,7 @@ def _withhold_untrusted_model_calls(calls: dict[str, FindingCall], settings: dic
     frac = settings.get("model_trust_max_disagreement")
     if frac is None:
         return
-    compared = [c for c in calls.values()
-                if c.source == "measured" and any(e.kind == "probability" for e in c.evidence)]
+    compared = [c for c in calls.values() if c.source == "measured" and c.probability is not None]
     if len(compared) < int(settings.get("model_trust_min_measured", 5)):
         return
     k = sum("disagrees" in c.note for c in compared)
@@ -249,13 +258,11 @@ def _withhold_untrusted_model_calls(calls: dict[str, FindingCall], settings: dic
 
 def withheld_notice(calls: dict[str, FindingCall]) -> str:
     """One line listing the model-only findings the out-of-domain guard withheld, with their probabilities."""
-    held = [c for c in calls.values() if c.note.startswith(WITHHELD)]
+    held = [c for c in calls.values() if c.withheld_reason]
     if not held:
         return ""
-    why = held[0].note.split(": ", 1)[1]
-    probs = [next((float(e.value) for e in c.evidence if e.kind == "probability"), 0.0) for c in held]
-    listed = "; ".join(f"{c.name[0].lower() + c.name[1:]} (probability {p:.2f})" for c, p in zip(held, probs))
-    return f"Not reported ({why}; verify on the images): {listed}."
+    listed = "; ".join(f"{c.name[0].lower() + c.name[1:]} (probability {c.probability:.2f})" for c in held)
+    return f"Not reported ({held[0].withheld_reason}; verify on the images): {listed}."
 
 
 def _nodule_search_ran(study: Study) -> bool:
@@ -441,7 +448,7 @@ def disagreement_notice(calls: dict[str, FindingCall]) -> str:
         if c.source != "measured" or "disagrees" not in c.note:
             continue
         meas = next((e.label for e in c.evidence if e.kind == "measurement"), "")
-        prob = next((e.value for e in c.evidence if e.kind == "probability"), None)
+        prob = c.probability
         verdict = "present" if c.present else "not present"
         parts.append(f"{c.name[0].lower() + c.name[1:]}: measured {verdict}" + (f" ({meas})" if meas else "")
                      + (f", image model probability {float(prob):.2f}" if prob is not None else ""))

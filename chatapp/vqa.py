@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatapp import prompts
-from chatapp.report import WITHHELD, FindingCall, _canonical, lobe_text, nodule_diameter
+from chatapp.report import FindingCall, _canonical, lobe_text, nodule_diameter
 from chatapp.schema import Answer, Citation, Evidence, Study
 from vision.registry import FINDINGS
 from vision.registry import region as region_info
@@ -328,8 +328,8 @@ def answer_structured(p: ParsedQuestion, study: Study, calls: dict[str, FindingC
                               "verify.", evidence=ev, kind="presence", weights=weights)
             return Answer(f"Yes. {name} is present{where} (measured)." + (f" {detail}" if detail else ""),
                           evidence=ev, kind="presence", weights=weights)
-        if call.note.startswith(WITHHELD):
-            return Answer(f"Not reported: {_model_estimate(call, weights)}, but {call.note.split(': ', 1)[1]} "
+        if call.withheld_reason:
+            return Answer(f"Not reported: {_model_estimate(call, weights)}, but {call.withheld_reason} "
                           "— verify on the images.", evidence=ev, kind="presence", weights=weights)
         return Answer(f"No. No {_label(name)} is seen{where}.", evidence=ev, kind="presence", weights=weights)
     if not call.present:
@@ -355,10 +355,8 @@ def _model_estimate(call: FindingCall, weights: str = "") -> str:
 
 
 def _prob(call: FindingCall) -> float:
-    for e in call.evidence:
-        if e.kind == "probability":
-            return float(e.value)
-    return float(call.confidence)
+    p = call.probability
+    return float(call.confidence) if p is None else p
 
 
 def study_facts(study: Study, calls: dict[str, FindingCall]) -> str:

@@ -81,7 +81,14 @@ class PrototypeMemory(nn.Module):
     def memory_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) of the prototype part alone (attention tokens only); ``forward`` adds the region head."""
         sp, sn, _ = self.similarities(self.split(tokens)[0])
-        return (sp.amax(-1) - sn.amax(-1)) / self.temperature + self.bias
+        return self._logits(sp, sn, None)
+
+    def _logits(self, sp: torch.Tensor, sn: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+        """Finding logits (B, K) from the prototype similarities and, with a region head, the region tokens."""
+        logits = (sp.amax(-1) - sn.amax(-1)) / self.temperature + self.bias
+        if regions is not None:
+            logits = self.memory_scale * logits + self.region_logits(regions)
+        return logits
 
     def similarities(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (B, N, D) → (sim_pos (B, K, M), sim_neg (B, K, M), attention (B, K, N)); cosine similarities.
@@ -97,10 +104,9 @@ class PrototypeMemory(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, N, D) or (N, D) → logits (B, K) (or (K,)); sigmoid gives P(finding present)."""
         unbatched = tokens.dim() == 2
-        tokens = tokens.unsqueeze(0) if unbatched else tokens
-        logits = self.memory_logits(tokens)
-        if self.region_tokens:
-            logits = self.memory_scale * logits + self.region_logits(self.split(tokens)[1])
+        grid, regions = self.split(tokens.unsqueeze(0) if unbatched else tokens)
+        sp, sn, _ = self.similarities(grid)
+        logits = self._logits(sp, sn, regions)
         return logits[0] if unbatched else logits
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -120,9 +126,7 @@ class PrototypeMemory(nn.Module):
         log_all = torch.logsumexp(sims, dim=-1)
         log_pos = torch.logsumexp(sims.masked_fill(~correct, float("-inf")), dim=-1)
         contrastive = (log_all - log_pos)[known].mean()
-        logits = (sp.amax(-1) - sn.amax(-1)) / self.temperature + self.bias
-        if regions is not None:
-            logits = self.memory_scale * logits + self.region_logits(regions)
+        logits = self._logits(sp, sn, regions)
         bce = F.binary_cross_entropy_with_logits(logits[known], y[known].float())
         del m
         return contrastive + bce

@@ -169,6 +169,16 @@ class UpsampledMasks(Mapping):
     def __init__(self, work: dict[str, np.ndarray], factors: tuple[int, int, int], shape: tuple[int, int, int]):
         self._work, self._factors, self._shape, self._cache = work, factors, shape, {}
 
+    @property
+    def work(self) -> dict[str, np.ndarray]:
+        """The masks on the coarse work grid (read-only: do not modify)."""
+        return self._work
+
+    @property
+    def factors(self) -> tuple[int, int, int]:
+        """Work-grid voxel i covers volume voxels [i*f, (i+1)*f) per axis."""
+        return self._factors
+
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._cache:
             self._cache[key] = upsample_nearest(self._work[key], self._factors, self._shape)
