@@ -111,3 +111,20 @@ def test_ground_glass_and_heterogeneity(run):
     assert m["ground_glass_volume_ml"].extra["mask_id"] == "ground_glass"
     assert m["lung_attenuation_heterogeneity_percent"].value >= 10.0
     assert "coronal band" in m["lung_attenuation_heterogeneity_percent"].method
+
+
+def test_ground_glass_reaching_the_pleura():
+    """A dense ground-glass patch (-380 HU) that reaches the chest wall lies outside the aerated-lung mask (< -400 HU,
+    hole-filled, but the patch is open to the pleura): the measurement grows the lung into connected ground glass.
+    Before that, this phantom's 20 mL patch read 0.0 mL."""
+    from vision.measure import measure, overlays
+    from vision.phantom import make_phantom
+    from vision.regions import compute_regions
+
+    p = make_phantom(200046, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33),
+                     findings={"Lung opacity": {"severity": 0.78, "side": "right", "lobe": "upper"}})
+    r = compute_regions(p.volume, backend="classical")
+    m = _by_name(measure(p.volume, r))
+    assert m["ground_glass_volume_ml"].value >= 8.0
+    ggo, truth = overlays(p.volume, r)["ground_glass"], p.finding_masks["lung_opacity"]
+    assert (ggo & truth).sum() >= 0.5 * ggo.sum()  # what it measures is the patch, not the lung's rim

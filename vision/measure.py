@@ -198,8 +198,9 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
         if ggo.any():
             over["ground_glass"] = ggo
         meas.append(Measurement("ground_glass_volume_ml", round(ggo_ml, 1), "mL",
-                                f"lung voxels {GGO_HU[0]:.0f}..{GGO_HU[1]:.0f} HU, opened with a {GGO_OPEN_MM:.0f} mm "
-                                f"ball (vessel edges and septa removed), blobs >= {GGO_MIN_COMPONENT_ML:.0f} mL",
+                                f"lung voxels {GGO_HU[0]:.0f}..{GGO_HU[1]:.0f} HU and ground glass connected to the lung, "
+                                f"opened with a {GGO_OPEN_MM:.0f} mm ball (vessel edges and septa removed), blobs >= "
+                                f"{GGO_MIN_COMPONENT_ML:.0f} mL",
                                 "lung", "medium", {"percent_of_lung": round(ggo_pct, 2),
                                                    "mask_id": "ground_glass" if ggo.any() else None}))
         het = attenuation_heterogeneity(hu, lung_w, sp)

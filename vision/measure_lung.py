@@ -23,8 +23,9 @@ from scipy import ndimage as ndi
 from vision import regions_ops as ops
 
 GGO_HU = (-700.0, -300.0)
-GGO_OPEN_MM = 2.0
+GGO_OPEN_MM = 3.0
 GGO_MIN_COMPONENT_ML = 2.0
+GGO_GROW_VOXELS = 8  # how far outside the lung mask's box a pleural ground-glass patch may reach
 HET_PARENCHYMA_HU = (-950.0, -500.0)
 HET_SIGMA_MM = 4.0
 HET_BAND_MM = 10.0
@@ -32,7 +33,7 @@ HET_DEVIATION_HU = 50.0
 
 
 def ground_glass(hu: np.ndarray, lung: np.ndarray, sp: tuple[float, float, float]) -> tuple[float, float, np.ndarray]:
-    """Ground-glass opacity blobs inside the lung.
+    """Ground-glass opacity blobs inside the lung, or connected to it (a patch that reaches the pleura).
 
     Args:
         hu: (X, Y, Z) HU on the work grid.
@@ -42,10 +43,13 @@ def ground_glass(hu: np.ndarray, lung: np.ndarray, sp: tuple[float, float, float
     Returns: (volume mL, percent of lung volume, bool mask (X, Y, Z)).
     """
     mask = np.zeros(hu.shape, bool)
-    bb = ops.bbox(lung, margin=1)
+    bb = ops.bbox(lung, margin=GGO_GROW_VOXELS)
     if bb is None:
         return 0.0, 0.0, mask
-    g = lung[bb] & (hu[bb] > GGO_HU[0]) & (hu[bb] < GGO_HU[1])
+    band = (hu[bb] > GGO_HU[0]) & (hu[bb] < GGO_HU[1])
+    # the lung mask holds aerated lung (< -400 HU) and what it encloses; a ground-glass patch that reaches the pleura
+    # is denser than that and open to the chest wall, so it is outside: grow the lung into connected ground-glass
+    g = ndi.binary_propagation(lung[bb], mask=lung[bb] | band) & band
     g = ndi.binary_opening(g, structure=ops.ball(GGO_OPEN_MM, sp))
     lab, sizes = ops.components(g)
     vml = float(np.prod(sp)) / 1000.0
