@@ -2,7 +2,10 @@
 two ablations (cues only / visual tokens only) as teacher-forced report NLL against the full model.
 
     python bench/bench_model.py [--checkpoint chatapp/weights/demo] [--n 200] [--seed 100000] [--nll-n 20]
-                                [--index seeds.jsonl]
+                                [--index seeds.jsonl] [--shape 128 128 96 --spacing 2.7 2.7 3.33]
+
+Phantoms are rendered at ``--shape``/``--spacing`` (default: the preset's input size at 3.6x3.6x5 mm, as the demo
+prototypes were trained; the report evaluation renders 128x128x96 at 2.7x2.7x3.33 mm) and preprocessed by the preset.
 
 Prints one JSON object. Encoder features are cached by content hash under $CTSCRIBE_HOME, so reruns are cheap.
 """
@@ -26,6 +29,8 @@ def main() -> None:
     ap.add_argument("--nll-n", type=int, default=20, help="phantoms used for the ablation NLL")
     ap.add_argument("--index", action="append", default=[],
                     help="JSONL seed→feature-key index (bench/train_prototypes.py): cached phantoms skip regeneration")
+    ap.add_argument("--shape", type=int, nargs=3, default=None, help="phantom voxels (default: the preset's size)")
+    ap.add_argument("--spacing", type=float, nargs=3, default=[3.6, 3.6, 5.0], help="phantom voxel size in mm")
     args = ap.parse_args()
 
     from chatapp.cli import set_offline_env
@@ -39,7 +44,8 @@ def main() -> None:
     cfg = load_config(None, [f"model.checkpoint={args.checkpoint}", "model.llm.quantization=none"])
     model = CTScribeModel.from_config(cfg)
     t0 = time.time()
-    shape = tuple(model.preset_params["spatial_size"])
+    shape = tuple(args.shape or model.preset_params["spatial_size"])
+    spacing = tuple(args.spacing)
     if args.index:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from train_prototypes import load_items
@@ -49,21 +55,21 @@ def main() -> None:
             for line in Path(f).read_text(encoding="utf-8").splitlines():
                 rec = json.loads(line)
                 index[int(rec["seed"])] = rec
-        items = load_items(model, list(range(args.seed, args.seed + args.n)), index, shape, (3.6, 3.6, 5.0))
+        items = load_items(model, list(range(args.seed, args.seed + args.n)), index, shape, spacing)
         for it in items:  # the ablation NLL needs the report pair; rebuild it only for those few phantoms
             it.setdefault("pairs", None)
     else:
-        src = PhantomSource(args.n, seed=args.seed, shape=shape, spacing=(3.6, 3.6, 5.0))
+        src = PhantomSource(args.n, seed=args.seed, shape=shape, spacing=spacing)
         items = featurize(model, src)
     t_feat = time.time() - t0
     res = evaluate_findings(model, items)
     ablations = {}
     sub = items[: args.nll_n]
     if any(it.get("pairs") is None for it in sub):
-        sub = featurize(model, PhantomSource(args.nll_n, seed=args.seed, shape=shape, spacing=(3.6, 3.6, 5.0)),
+        sub = featurize(model, PhantomSource(args.nll_n, seed=args.seed, shape=shape, spacing=spacing),
                         progress=False)
-    for name, (vis, cues) in {"full": (True, True), "cues_only": (False, True), "visual_only": (True, False),
-                              "neither": (False, False)}.items():
+    for name, (vis, cues) in ({"full": (True, True), "cues_only": (False, True), "visual_only": (True, False),
+                               "neither": (False, False)} if sub else {}).items():
         model.use_visual_tokens, model.use_cues = vis, cues
         with torch.no_grad():
             nll = [float(model.lm_loss(it["x"][None], [[{"role": "user", "content": it["pairs"][0][0]}]],

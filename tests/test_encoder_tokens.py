@@ -134,3 +134,28 @@ def test_region_tokens_shapes_pooling_and_loud_failures():
     assert enc.weights_id not in {_encoder(s).weights_id for s in (None, ["layer4", "layer3"])}
     enc.set_tokens(("layer4",))  # switching back removes the layer1/layer2 hooks
     assert not enc.net.layer1._forward_hooks and not enc.net.layer2._forward_hooks and enc.extra_tokens == 0
+
+
+def test_regions_hu_tokens_add_region_statistics_in_the_free_channels():
+    """``regions_hu``: the same region tokens with vision.region_stats in channels 1536.. (same token count, its own
+    cache namespace, one channel group per origin for the region head)."""
+    from vision.encoder import REGION_HU_TOKENS, REGION_TOKENS, region_channel_groups
+    from vision.region_stats import region_statistics, region_stats_dim
+
+    x, masks = torch.rand(2, 1, 64, 64, 32), _region_masks(2)
+    plain = _encoder(["layer4", "layer3", REGION_TOKENS])
+    enc = _encoder(["layer4", "layer3", REGION_HU_TOKENS])
+    t, t0 = enc(x, masks), plain(x, masks)
+    f = region_stats_dim()
+    assert t.shape == t0.shape == (2, 82, 2048) and enc.extra_tokens == 10 and enc.region_tokens
+    assert torch.equal(t[:, :, :1536], t0[:, :, :1536])  # deep part and grid tokens unchanged
+    assert torch.allclose(t[:, 72:, 1536:1536 + f], region_statistics(x, masks), atol=1e-5)
+    assert t[:, 72:80, 1536:1536 + f].abs().sum() > 0 and not t[:, 72:, 1536 + f:].any()
+    assert not t[:, 80:].any()  # empty regions stay zero tokens
+    assert region_channel_groups(REGION_TOKENS) == ((0, 1536),)
+    assert region_channel_groups(REGION_HU_TOKENS) == ((0, 1536), (1536, 1536 + f))
+    assert enc.weights_id != plain.weights_id  # cached features of the two sets never mix
+    with pytest.raises(ConfigError, match="regions_hu"):
+        enc(x)
+    with pytest.raises(ConfigError, match="model.encoder.tokens"):
+        token_layers({"tokens": ["layer4", REGION_HU_TOKENS, REGION_TOKENS]})

@@ -196,19 +196,19 @@ def test_region_inputs_area_resize_matches_torch():
 
 
 def test_demo_checkpoint_token_set_matches_its_prototypes():
-    """The shipped demo checkpoint records the token set its prototype memory was fitted on; with 'regions' the
+    """The shipped demo checkpoint records the token set its prototype memory was fitted on; with region tokens the
     memory file carries the region head, and the memory loads strictly (no Astra weights needed for this check)."""
     from safetensors.torch import load_file
 
     from chatapp.model import DEMO_CHECKPOINT
-    from vision.encoder import num_region_tokens
+    from vision.encoder import REGION_ENTRIES, num_region_tokens
     from vision.prototypes import PrototypeMemory
 
     meta = json.loads((DEMO_CHECKPOINT / "config.json").read_text())
     tokens = meta["arch"]["encoder"]["tokens"]
     assert tokens == meta["train"]["prototypes"]["tokens"]
     sd = load_file(str(DEMO_CHECKPOINT / "prototypes.safetensors"))
-    regions = num_region_tokens() if tokens[-1] == "regions" else 0
+    regions = num_region_tokens() if tokens[-1] in REGION_ENTRIES else 0
     assert ("region_head.weight" in sd) == bool(regions)
     a = meta["arch"]["prototypes_arch"]
     mem = PrototypeMemory(2048, width=a["width"], prototypes_per_class=a["per_class"], temperature=a["temperature"],

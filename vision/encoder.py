@@ -19,6 +19,9 @@ Two kinds, chosen by ``model.encoder.kind``:
   the region mask on the layer2 grid (Z/4, X/8, Y/8), 2 * (256 + 512) = 1536 channels zero-padded to 2048. Small
   focal findings (enlarged nodes, dilated bronchi, devices) survive a max inside the right region where attention over
   hundreds of grid tokens loses them. ``forward`` then needs the region masks at the encoder input grid.
+  ``regions_hu`` instead of ``regions`` writes the region's intensity and shape statistics
+  (``vision.region_stats``: exceedance counts of the input, its top-hats and Hessian blob/line maps; 144 channels)
+  into channels 1536.. of the same tokens: calcium, nodules and ground glass move those tails more than the deep means.
 - ``vit``: a MONAI 3D ViT trained from scratch (tiny configs in tests), tokens (B, (S/patch)^3, hidden).
 
 Importing this module pulls torch; ``import vision`` does not import it.
@@ -35,12 +38,15 @@ import torch
 from torch import nn
 
 from vision.errors import CheckpointError, ConfigError
+from vision.region_stats import region_statistics, region_stats_dim
 
 log = logging.getLogger(__name__)
 
 ASTRA_DIM = 2048
 ASTRA_LAYERS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}  # output channels per stage
 REGION_TOKENS = "regions"  # token-set entry: one region-pooled token per vision.registry region (must come last)
+REGION_HU_TOKENS = "regions_hu"  # the same region tokens + vision.region_stats statistics in their free channels
+REGION_ENTRIES = (REGION_TOKENS, REGION_HU_TOKENS)
 REGION_LAYERS = ("layer1", "layer2")  # pooled inside each region on the layer2 grid (layer1 max-pooled by 2 first)
 
 
@@ -71,14 +77,22 @@ def region_pool(feat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, mx], -1)
 
 
+def region_channel_groups(entry: str) -> tuple[tuple[int, int], ...]:
+    """[start, stop) channel ranges of a region token by origin: the deep [mean ‖ max] block, then (``regions_hu``)
+    the region statistics. The region head fits one penalty per group (bench/train_prototypes.py)."""
+    deep = 2 * sum(ASTRA_LAYERS[name] for name in REGION_LAYERS)
+    return ((0, deep),) + (((deep, deep + region_stats_dim()),) if entry == REGION_HU_TOKENS else ())
+
+
 def token_layers(section: dict[str, Any]) -> tuple[str, ...]:
     """The encoder token set of a ``model.encoder`` section: ``layer4`` first, then finer layers (Astra only)."""
     raw = section.get("tokens") or ["layer4"]
     layers = tuple(str(t) for t in ([raw] if isinstance(raw, str) else raw))
-    grid = layers[:-1] if layers[-1] == REGION_TOKENS else layers
+    grid = layers[:-1] if layers[-1] in REGION_ENTRIES else layers
     if (not grid or grid[0] != "layer4" or len(set(grid)) != len(grid) or any(t not in ASTRA_LAYERS for t in grid)):
         raise ConfigError(f"model.encoder.tokens={list(layers)}: list distinct Astra stages starting with layer4, "
-                          f"optionally ending with {REGION_TOKENS!r}, e.g. [layer4, layer3, {REGION_TOKENS}] "
+                          f"optionally ending with {REGION_TOKENS!r} or {REGION_HU_TOKENS!r}, e.g. "
+                          f"[layer4, layer3, {REGION_HU_TOKENS}] "
                           f"(known stages: {', '.join(ASTRA_LAYERS)})")
     return layers
 
@@ -148,7 +162,7 @@ class AstraEncoder(CTEncoder):
         for h in self._hooks:
             h.remove()
         self.tokens = tuple(tokens)
-        self.region_tokens = self.tokens[-1] == REGION_TOKENS
+        self.region_tokens = self.tokens[-1] in REGION_ENTRIES
         self.grid_layers = self.tokens[:-1] if self.region_tokens else self.tokens
         self.token_parts = 1 + 8 * (len(self.grid_layers) - 1)  # each extra group lives on the 2x finer layer3 grid
         self.extra_tokens = num_region_tokens() if self.region_tokens else 0
@@ -177,7 +191,7 @@ class AstraEncoder(CTEncoder):
             if region_masks is None or tuple(region_masks.shape) != want:
                 raise ConfigError(f"the encoder token set {list(self.tokens)} needs region masks of shape {want} "
                                   f"(got {None if region_masks is None else tuple(region_masks.shape)}); pass them "
-                                  "(CTScribeModel.encode computes them when not given) or drop 'regions'")
+                                  f"(CTScribeModel.encode computes them when not given) or drop {self.tokens[-1]!r}")
         self._taps.clear()
         f = self.net(x)  # (B, 2048, z, x, y)
         groups = [f]
@@ -192,6 +206,8 @@ class AstraEncoder(CTEncoder):
             l1 = F.max_pool3d(self._taps["layer1"], 2)  # layer1 is 2x finer than layer2
             w = F.adaptive_avg_pool3d(region_masks.permute(0, 1, 4, 2, 3).to(l2.dtype), l2.shape[2:])  # net: (z, x, y)
             r = torch.cat([region_pool(l1, w), region_pool(l2, w)], -1)  # (B, R, 1536)
+            if self.tokens[-1] == REGION_HU_TOKENS:
+                r = torch.cat([r, region_statistics(x, region_masks).to(r.dtype)], -1)
             out.append(F.pad(r, (0, ASTRA_DIM - r.shape[-1])))
         self._taps.clear()
         return torch.cat(out, 1)
