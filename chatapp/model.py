@@ -291,6 +291,15 @@ class CTScribeModel(nn.Module):
         probs = {n: float(v) for n, v in zip(FINDING_NAMES, p)}
         return probs, cue_text(probs)
 
+    @torch.no_grad()
+    def novelty(self, tokens: torch.Tensor) -> float | None:
+        """Out-of-domain score of one scan's tokens: the share of its region features beyond 3 training SDs
+        (``PrototypeMemory.region_novelty``); None for a memory without region tokens."""
+        mem = self.bridge.prototypes
+        if not mem.region_tokens:
+            return None
+        return float(mem.region_novelty(mem.split(self._batch(tokens))[1].float())[0])
+
     def visual_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """(num_latents, llm_hidden) visual tokens for injection into the LLM input embeddings.
 

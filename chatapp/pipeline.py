@@ -295,6 +295,8 @@ class Pipeline:
             study.probabilities = {str(k): float(v) for k, v in dict(probs).items()}
             study.cues = str(cues or "")
             study.weights = str(getattr(m, "weights_label", "") or "")
+            novelty = getattr(m, "novelty", None)
+            study.model_novelty = novelty(study.tokens) if novelty else None
         except Exception as e:
             study.warnings.append(f"CT model failed ({type(e).__name__}: {e}); findings come from measurements only")
             log.warning("model failed: %s", e)

@@ -58,6 +58,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # (median 1-2) and with 8 of 10 on the real TCIA chest CT. null switches the guard off.
     "model_trust_max_disagreement": 0.6,
     "model_trust_min_measured": 5,
+    # the same, when more than this share of the scan's region features lie beyond 3 SD of the checkpoint's training
+    # data (Study.model_novelty): unseen phantoms <= 0.026, real CTs 0.17-0.72 with the demo weights. null = off
+    "model_trust_max_novelty": 0.05,
     "rephrase": "findings",  # which sentences the LLM rephrases: findings | all | none
     "max_new_tokens": 60,  # per rephrased sentence
     "size_decimals": 0,  # nodule diameters are reported to the nearest mm (Fleischner convention)
@@ -228,34 +231,43 @@ def call_findings(study: Study, settings: dict[str, Any]) -> dict[str, FindingCa
         if call.present and f.region in absent:
             call.present, call.note = False, f"suppressed: region {f.region} is not in the field of view"
         calls[f.name] = call
-    _withhold_untrusted_model_calls(calls, settings)
+    _withhold_untrusted_model_calls(calls, settings, study.model_novelty)
     return calls
 
 
 WITHHELD = "withheld"  # FindingCall.note prefix of a model-only finding the out-of-domain guard kept out of the report
 
 
-def _withhold_untrusted_model_calls(calls: dict[str, FindingCall], settings: dict[str, Any]) -> None:
-    """Withhold model-only positive calls when the image model disagrees with most of this scan's measurements.
+def _withhold_untrusted_model_calls(calls: dict[str, FindingCall], settings: dict[str, Any],
+                                    novelty: float | None = None) -> None:
+    """Withhold model-only positive calls when the image model is outside the data it was trained on (e.g.
+    phantom-trained demo weights on a real CT), judged two ways:
 
-    A model that contradicts the measurements on most findings it can be checked against is outside the data it
-    was trained on (e.g. phantom-trained demo weights on a real CT): its findings that nothing measures are then
-    not asserted; each keeps its probability as evidence and a note that says why (see ``withheld_notice``).
+    - its calls disagree with most of this scan's measurements (``model_trust_max_disagreement``);
+    - the scan's region features lie outside the training range (``novelty`` = ``Study.model_novelty`` above
+      ``model_trust_max_novelty``).
+
+    Its findings that nothing measures are then not asserted; each keeps its probability as evidence and a note
+    that says why (see ``withheld_notice``).
     """
+    why = None
+    max_novelty = settings.get("model_trust_max_novelty")
+    if novelty is not None and max_novelty is not None and novelty > float(max_novelty):
+        why = (f"{novelty:.0%} of this scan's image features lie outside the range of the image model's training "
+               "data, so its model-only findings are not asserted")
     frac = settings.get("model_trust_max_disagreement")
-    if frac is None:
-        return
     compared = [c for c in calls.values() if c.source == "measured" and c.probability is not None]
-    if len(compared) < int(settings.get("model_trust_min_measured", 5)):
-        return
-    k = sum("disagrees" in c.note for c in compared)
-    if k <= float(frac) * len(compared):
+    if why is None and frac is not None and len(compared) >= int(settings.get("model_trust_min_measured", 5)):
+        k = sum("disagrees" in c.note for c in compared)
+        if k > float(frac) * len(compared):
+            why = (f"the image model disagrees with {k} of {len(compared)} measured findings on this scan, so its "
+                   "model-only findings are not asserted")
+    if why is None:
         return
     for c in calls.values():
         if c.source == "model" and c.present:
             c.present = False
-            c.note = (f"{WITHHELD}: the image model disagrees with {k} of {len(compared)} measured findings on this "
-                      "scan, so its model-only findings are not asserted")
+            c.note = f"{WITHHELD}: {why}"
 
 
 def withheld_notice(calls: dict[str, FindingCall]) -> str:

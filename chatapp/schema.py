@@ -144,6 +144,7 @@ class Study:
     tokens: Any = None
     finding_masks: dict[str, Any] = field(default_factory=dict)
     weights: str = ""
+    model_novelty: float | None = None  # share of the image model's region features outside its training range
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -164,5 +165,6 @@ class Study:
             "measurements": [m.to_dict() for m in self.measurements],
             "probabilities": dict(self.probabilities),
             "weights": self.weights,
+            "model_novelty": self.model_novelty,
             "warnings": list(self.warnings),
         }

@@ -116,3 +116,17 @@ def test_region_head_channel_groups_get_their_own_penalty():
         aucs.append((per[0] + per[1]) / 2)
     assert len(res["l2"]) == 2 and len(res["head_scale"]) == 2
     assert aucs[1] > 0.8 and aucs[1] > aucs[0] + 0.1  # seed 1: 0.67 with one shared penalty, 0.89 with groups
+
+
+def test_region_novelty_counts_features_beyond_three_training_sds():
+    """PrototypeMemory.region_novelty: the share of fitted (non-constant) region features more than 3 SD from the
+    training mean; padding features (scale left at 1, mean 0) never count."""
+    mem = PrototypeMemory(8, width=4, prototypes_per_class=1, region_tokens=2)
+    with torch.no_grad():
+        mem.region_mean.zero_()
+        mem.region_scale.fill_(0.5)
+        mem.region_scale[:, 6:] = 1.0  # two padding channels per region
+    x = torch.zeros(2, 5 + 2, 8)
+    x[1, 5, :3] = 2.0  # 3 of the 12 live features at 4 SD
+    x[1, 6, 6:] = 50.0  # padding channels: ignored
+    assert mem.region_novelty(mem.split(x)[1]).tolist() == [0.0, 0.25]

@@ -245,6 +245,10 @@ def test_real_ct_complete_report_and_answers(rel, tmp_path):
     assert rep.guard["unsupported_after_guard"] == 0
     if st.weights and "demo" in st.weights.lower():
         assert "synthetic phantoms" in rep.weights
+        # phantom-trained weights on a real CT: out of their training range, so nothing is asserted from the model
+        # alone (TCIA 0.17; without this guard, 4 model-only findings at probability 0.99-1.00 entered the draft)
+        assert st.model_novelty is not None and st.model_novelty > 0.05
+        assert not [s for s in rep.sentences() if s.source == "model"]
     for q in ("What abnormalities are present in the scan?", "Is there a nodule in the lung?",
               "What is the patient's name?"):
         assert pipe.ask(st, q).text

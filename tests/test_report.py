@@ -275,3 +275,25 @@ def test_model_only_findings_withheld_when_the_model_contradicts_the_measurement
     _withhold_untrusted_model_calls(calls, settings)
     ans = plan_question("Is there consolidation in the lung?", [], st, calls)
     assert ans.text.startswith("Not reported") and "8 of 10" in ans.text and "0.99" in ans.text
+
+
+def test_model_only_findings_withheld_when_the_scan_is_outside_the_training_range():
+    """Second out-of-domain signal: the share of the scan's region features beyond 3 training SDs
+    (Study.model_novelty). Unseen phantoms score <= 0.026, real CTs 0.17-0.72 with the demo weights; above
+    model_trust_max_novelty (0.05) the model-only findings are withheld even when the model agrees with the
+    measurements, and the notice says why."""
+    from chatapp.report import _withhold_untrusted_model_calls, withheld_notice
+
+    settings = report_settings({})
+    calls = _calls_with_disagreements(2)
+    _withhold_untrusted_model_calls(calls, settings, 0.026)
+    assert calls["Consolidation"].present
+    _withhold_untrusted_model_calls(calls, settings, 0.17)
+    assert not calls["Consolidation"].present
+    assert "17% of this scan's image features lie outside" in withheld_notice(calls)
+    calls = _calls_with_disagreements(2)
+    _withhold_untrusted_model_calls(calls, {**settings, "model_trust_max_novelty": None}, 0.9)
+    assert calls["Consolidation"].present  # switched off
+    calls = _calls_with_disagreements(2)
+    _withhold_untrusted_model_calls(calls, settings, None)  # a checkpoint without region tokens: no score
+    assert calls["Consolidation"].present
