@@ -42,6 +42,12 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
                           still 0: lymphadenopathy, atelectasis, fibrotic sequela, bronchiectasis (no threshold on
                           the tuning seeds makes their model-only calls right >= 60% of the time). Same weights with
                           the old thresholds: 0.707; thresholds tuned on 200000-200059 only: 0.801 (777/70/315).
+    session 4, all 200 seeds, ground-glass growth (e59c339) + regions_hu demo weights (macro AUROC 0.885) with
+                          thresholds retuned on seeds 200000-200199: 0.837 (827/58/265), nodule 44/75, templates
+                          0.883 (1094/1200, 27/51, 29/51), 0 unsupported, distinct 1.0, top share 0.005, 10 min
+                          with another job running; per finding: lung opacity 0.97 (was 0.61), atelectasis 0.57
+                          (was 0), consolidation 0.78; still 0: lymphadenopathy, fibrotic sequela, bronchiectasis.
+                          Same code on the tuning seeds: 0.824 before the thresholds were retuned.
     The template figures need ../shared/data (RadGenome templates); without it the result says
     ``"templates": "fallback ..."`` (2 presence wordings: 320/360 on the same 60 seeds, not comparable).
 
