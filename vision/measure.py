@@ -137,7 +137,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
             confidence = "low"  # a larger blob touching vessels: keep, but say it is uncertain
         sl = ndi.find_objects(comp.astype(np.int8))[0]
         r_in = float(ndi.distance_transform_edt(np.pad(comp[sl], 1), sampling=sp).max())
-        if vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3) > 4.0:  # far from a ball: branching vessels
+        ball_ratio = vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3)  # 1 for a ball
+        if ball_ratio > 4.0:  # far from a ball: branching vessels
             continue
         # the opening shaved the blob's surface: take back the solid voxels within the opening's reach (an
         # attached vessel gains only a stub of that length)
@@ -161,7 +162,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
                 lobe = key
         out.append({"mask": mask, "diameter_mm": round(float(d), 1), "volume_mm3": round(float(vol_mm3), 1),
                     "mean_hu": round(float(hu[bb][comp].mean()), 1), "center": c, "side": side, "lobe": lobe,
-                    "confidence": confidence, "vessel_ratio": round(float(tree), 2)})
+                    "confidence": confidence, "vessel_ratio": round(float(tree), 2),
+                    "ball_ratio": round(float(ball_ratio), 2)})
     out.sort(key=lambda n: -n["volume_mm3"])
     return out[:20]
 
@@ -365,6 +367,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
                                 {"diameter_mm": n["diameter_mm"], "location": loc, "side": n["side"],
                                  "lobe": n["lobe"], "center_ras_mm": _center_ras(volume, n["center"], factors),
                                  "volume_mm3": n["volume_mm3"], "mean_hu": n["mean_hu"], "mask_id": mid,
+                                 "vessel_ratio": n["vessel_ratio"], "ball_ratio": n["ball_ratio"],
                                  "lobe_method": "approximate geometric lobes"}))
     return meas, over
 
