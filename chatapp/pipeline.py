@@ -468,7 +468,11 @@ class Pipeline:
         return final
 
     def ask_stream(self, study: Study, question: str, history: list[dict] | None = None) -> Iterator[str | Answer]:
-        """Yield text deltas, then the final ``Answer`` (template questions yield their whole text at once)."""
+        """Yield text deltas, then the final ``Answer`` (template questions yield their whole text at once).
+
+        The final ``Answer.text`` is authoritative: with ``report.free_answer: auto`` and a large LLM, text that
+        fails ``compose.llm_gate`` after it streamed is replaced by the grounded answer, so the concatenated deltas
+        can differ from it (the app and ``ctscribe ask`` show ``Answer.text``)."""
         from vision.errors import CTScribeError
 
         if not question or not question.strip():
