@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from conftest import shared_path
+
 from bench.common import BenchResult, Row, Series, Timing
 from bench.run import render
 
@@ -51,3 +54,23 @@ def test_bench_run_rejects_unknown_stage(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "nope", "--out",
                            str(tmp_path / "B.md")], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "unknown stage" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_e2e_stage_runs_on_the_shipped_model(tmp_path: Path) -> None:
+    """The e2e stage (TCIA upload → draft with the demo model, encoder forward, feature-cache hit, chat) runs to the
+    end with the shipped token set: it broke silently once (a raw encoder forward without the region masks the
+    region-token weights need). One repeat; no figure is checked."""
+    import os
+
+    shared_path("ct-volumes_tcia-cptac-lscc", "cptac_lscc_C3N-00247_chest_ct_w_contrast.nii.gz")
+    out = tmp_path / "e2e.json"
+    env = {**os.environ, "BENCH_E2E_REPEAT": "1", "CTSCRIBE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_e2e", "--json", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert not data.get("skipped") and not data.get("error"), data
+    stages = {r["stage"] for r in data["rows"]}
+    assert {"upload → draft", "encoder", "chat TTFT"} <= stages
