@@ -68,7 +68,7 @@ def run(quick: bool) -> BenchResult:
     vol = load_ct(path)
     key = vol.content_hash()
 
-    def _forward(model, x, masks=None):
+    def _forward(x, masks=None):
         """One raw encoder forward; a token set with region tokens gets masks (uniform ones for the baseline's
         tensor, whose size differs from the preset's)."""
         if model.needs_regions and masks is None:
@@ -77,9 +77,8 @@ def run(quick: bool) -> BenchResult:
 
     def cold() -> float:
         pipe._cache.clear()
-        if model is not None and model._cache is not None:  # also the region-token entries (key + mask digest)
-            for p in model._cache.dir.glob(f"{key}*.safetensors"):
-                p.unlink(missing_ok=True)
+        if model is not None and model._cache is not None:
+            model._cache.discard(key)
         t = time.perf_counter()
         st = pipe.analyze(path)
         pipe.report(st)
@@ -92,7 +91,7 @@ def run(quick: bool) -> BenchResult:
         x = base_chain(str(path))
         if model is not None:
             with torch.no_grad():
-                _forward(model, x.as_tensor()[None].float())
+                _forward(x.as_tensor()[None].float())
         ndi.label(np.asarray(load_ct(path).array) < -400)
         return time.perf_counter() - t
 
@@ -122,7 +121,7 @@ def run(quick: bool) -> BenchResult:
         with torch.no_grad():
             for _ in range(rep):
                 t = time.perf_counter()
-                _forward(model, x, masks)
+                _forward(x, masks)
                 fw.append(time.perf_counter() - t)
         res.rows.append(Row("encoder", f"{model.encoder.kind} forward at {list(x.shape[2:])}", "median s",
                             statistics.median(fw), None, "", "report", None, rep,

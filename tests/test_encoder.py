@@ -30,6 +30,10 @@ def test_feature_cache_roundtrip_and_damage(tmp_path):
     assert torch.equal(c.get("abc"), t)
     c.path("abc").write_bytes(b"garbage")  # a damaged cache entry is dropped and recomputed, not fatal
     assert c.get("abc") is None and not c.path("abc").exists()
+    for k in ("abc", "abc-r0123", "abd"):  # discard drops one volume's entries, with or without a mask digest
+        c.put(k, t)
+    c.discard("abc")
+    assert c.get("abc") is None and c.get("abc-r0123") is None and torch.equal(c.get("abd"), t)
 
 
 @pytest.mark.slow

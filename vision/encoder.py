@@ -305,6 +305,11 @@ class FeatureCache:
             p.unlink(missing_ok=True)
             return None
 
+    def discard(self, volume_key: str) -> None:
+        """Drop every entry of one volume: ``volume_key`` alone, and with any region-mask digest suffix."""
+        for p in self.dir.glob(f"{volume_key}*.safetensors"):
+            p.unlink(missing_ok=True)
+
     def put(self, key: str, tokens: torch.Tensor) -> None:
         from safetensors.torch import save_file
 

@@ -55,8 +55,8 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def hessian_eigenvalues(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Eigenvalues (ascending) of the scale-normalised Hessian of (B, 1, X, Y, Z) → (B, X, Y, Z, 3).
 
-    Closed form for symmetric 3x3 matrices (trigonometric solution of the characteristic cubic): ~10x faster than
-    ``torch.linalg.eigvalsh`` on 600k voxels and equal to it within float32 rounding."""
+    Closed form for symmetric 3x3 matrices (trigonometric solution of the characteristic cubic): 0.04–0.06 s instead
+    of ``torch.linalg.eigvalsh``'s 0.3 s on 600k voxels (one core), equal to it within float32 rounding."""
     xs = gaussian_smooth(x, sigma)[:, 0]
     g = torch.gradient(xs, dim=(1, 2, 3))
     h = [torch.gradient(gi, dim=(1, 2, 3)) for gi in g]
@@ -77,7 +77,7 @@ def hessian_eigenvalues(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def _dilate(x: torch.Tensor) -> torch.Tensor:
     """3x3x3 grey dilation of (B, 1, X, Y, Z) (max over the 26-neighbourhood; borders see only inside voxels), as
-    separable neighbour maxima: equal to ``max_pool3d(x, 3, 1, 1)`` at about a fifth of its CPU time."""
+    separable neighbour maxima: equal to ``max_pool3d(x, 3, 1, 1)`` at about a twelfth of its CPU time."""
     for d in (2, 3, 4):
         n = x.shape[d]
         y = x.clone()
