@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+REPORT_SHAPE = (128, 128, 96)  # the report evaluation's phantom geometry (tools/eval_phantom_reports.py)
+REPORT_SPACING = (2.7, 2.7, 3.33)
+
 
 def load_items(model, seeds: list[int], index: dict[int, dict], shape, spacing) -> list[dict]:
     """Encoder tokens (N, D) and labels (K,) per phantom seed, from the feature cache where the index allows."""
@@ -251,6 +254,35 @@ def fit_region_head(mem, train: list[dict], val: list[dict],
             "head_scale": [[round(float(v), 3) for v in cg] for cg in c.detach()]}
 
 
+def head_sets(args: argparse.Namespace) -> list[tuple[int, int, tuple[int, ...], tuple[float, ...]]]:
+    """The region head's extra phantom sets: (first seed, count, shape, spacing mm), the k-th --head-* of each kind
+    together; a set without its own --head-shape / --head-spacing is rendered at the report geometry."""
+    seeds, ns = args.head_seed or [], args.head_n or []
+    if len(seeds) != len(ns):
+        raise SystemExit(f"--head-seed given {len(seeds)} times but --head-n {len(ns)} times: give one of each per set")
+    shapes, spacings = args.head_shape or [], args.head_spacing or []
+    out = []
+    for k, (s, n) in enumerate(zip(seeds, ns)):
+        shape = tuple(shapes[k]) if k < len(shapes) else REPORT_SHAPE
+        spacing = tuple(spacings[k]) if k < len(spacings) else REPORT_SPACING
+        if n > 0:
+            out.append((s, n, shape, spacing))
+    return out
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that rebuilds the checkpoint's prototypes (recorded in its config.json)."""
+    parts = ["python bench/train_prototypes.py --checkpoint", str(args.checkpoint)]
+    for k, v in vars(args).items():
+        if k in ("write", "index", "checkpoint") or v is None:
+            continue
+        flag = "--" + k.replace("_", "-")
+        groups = v if k.startswith("head_") else [v]  # the --head-* options repeat once per phantom set
+        for g in groups:
+            parts += [flag, " ".join(map(str, g)) if isinstance(g, (list, tuple)) else str(g)]
+    return " ".join(parts + ["--write"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="chatapp/weights/demo")
@@ -271,13 +303,14 @@ def main() -> None:
     ap.add_argument("--tokens", default=None, help="encoder token set, e.g. layer4,layer3 (default: the checkpoint's)")
     ap.add_argument("--region-l2", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.15, 0.5, 1.5],
                     help="L2 penalties tried for the region head (token sets ending with 'regions')")
-    ap.add_argument("--head-seed", type=int, default=None,
+    ap.add_argument("--head-seed", type=int, action="append", default=None,
                     help="region head only: also fit it on phantom seeds [head-seed, head-seed + head-n) rendered at "
                          "--head-shape / --head-spacing (e.g. the report evaluation's geometry; every --val-every-th "
-                         "seed validates the mix)")
-    ap.add_argument("--head-n", type=int, default=0)
-    ap.add_argument("--head-shape", type=int, nargs=3, default=[128, 128, 96])
-    ap.add_argument("--head-spacing", type=float, nargs=3, default=[2.7, 2.7, 3.33])
+                         "seed validates the mix). Repeat the four options for more sets: the k-th of each belongs "
+                         "together (a set without its own shape/spacing takes the report geometry)")
+    ap.add_argument("--head-n", type=int, action="append", default=None)
+    ap.add_argument("--head-shape", type=int, nargs=3, action="append", default=None)
+    ap.add_argument("--head-spacing", type=float, nargs=3, action="append", default=None)
     ap.add_argument("--write", action="store_true", help="write the best prototypes into the checkpoint")
     args = ap.parse_args()
 
@@ -333,9 +366,8 @@ def main() -> None:
         full.load_state_dict(mem.state_dict(), strict=False)
         mem = full
         more = []
-        if args.head_seed is not None and args.head_n:
-            more = load_items(model, list(range(args.head_seed, args.head_seed + args.head_n)), index,
-                              tuple(args.head_shape), tuple(args.head_spacing))
+        for seed0, n, hshape, hspacing in head_sets(args):
+            more += load_items(model, list(range(seed0, seed0 + n)), index, hshape, hspacing)
         res["region_head"] = fit_region_head(
             mem, train + [it for it in more if it["seed"] % args.val_every], val + [it for it in more if
                                                                                      it["seed"] % args.val_every == 0],
@@ -358,9 +390,7 @@ def main() -> None:
         meta = json.loads(meta_path.read_text())
         meta["arch"]["encoder"] = model.arch["encoder"]  # the token set the memory was trained on
         meta.setdefault("train", {})["prototypes"] = {
-            "command": "python bench/train_prototypes.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if k not in ("write", "index", "checkpoint") and v is not None) + " --write",
+            "command": command_line(args),
             "data": {"kind": "phantom", "seed": args.seed, "n": args.n, "val_every": args.val_every},
             "best_epoch": res["best_epoch"], "val_macro_auroc": round(after, 4),
             **({"region_head": res["region_head"]} if "region_head" in res else {})}

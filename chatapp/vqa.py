@@ -231,6 +231,11 @@ def _size_text(call: FindingCall) -> str | None:
     if n == "Lung nodule" and call.measurements:
         parts = [f"{nodule_diameter(m):.0f} mm in the {lobe_text(m)}" for m in call.measurements]
         return ("The nodule measures " if len(parts) == 1 else "The nodules measure ") + "; ".join(parts) + "."
+    nodes = [m for m in call.measurements if m.name == "lymph_node"]
+    if n == "Lymphadenopathy" and nodes:
+        parts = [f"{float(m.value):.0f} mm ({m.extra.get('location') or 'mediastinum'})" for m in nodes]
+        return ("The enlarged lymph node measures " if len(parts) == 1 else "The enlarged lymph nodes measure ") + \
+            "; ".join(parts) + " in short axis."
     if n == "Pleural effusion":
         parts = [f"about {vals[k]:.0f} mL on the {s}" for s in ("right", "left")
                  if (k := f"pleural_fluid_volume_ml_{s}") in vals]
@@ -257,6 +262,10 @@ def _location_text(call: FindingCall, study: Study) -> str:
     if call.name == "Lung nodule" and call.measurements:
         locs = [f"the {lobe_text(m)} ({nodule_diameter(m):.0f} mm)" for m in call.measurements]
         return f"The {'nodule is' if len(locs) == 1 else 'nodules are'} in " + "; ".join(locs) + "."
+    nodes = [m for m in call.measurements if m.name == "lymph_node"]
+    if call.name == "Lymphadenopathy" and nodes:
+        locs = sorted({str(m.extra.get("location") or "mediastinum") for m in nodes})
+        return f"The enlarged lymph {'node is' if len(nodes) == 1 else 'nodes are'} in the " + " and the ".join(locs) + "."
     if call.name == "Pleural effusion" and call.measurements:
         sides = [s for s in ("right", "left") if any(s in m.name for m in call.measurements)]
         where = "both pleural spaces" if len(sides) == 2 else f"the {sides[0]} pleural space"

@@ -128,3 +128,38 @@ def test_ground_glass_reaching_the_pleura():
     assert m["ground_glass_volume_ml"].value >= 8.0
     ggo, truth = overlays(p.volume, r)["ground_glass"], p.finding_masks["lung_opacity"]
     assert (ggo & truth).sum() >= 0.5 * ggo.sum()  # what it measures is the patch, not the lung's rim
+
+
+def test_enlarged_lymph_node_measured():
+    """Of a tuning phantom's two enlarged nodes (15.2 mm short axis, in mediastinal fat; the phantom also has
+    cardiomegaly and a pericardial effusion), the right paratracheal one is measured within 1.5 mm, on the right of
+    the tracheal midline, with its mask (the aortopulmonary one touches the pulmonary artery and is missed); the module fixture's phantom (no enlarged nodes: its nodule,
+    metal and emphysema, normal vessels and heart) gives none and a 0 mm maximum."""
+    from vision.measure import measure, overlays
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200002, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200002))
+    assert p.labels["Lymphadenopathy"] == 1 and p.measurements["findings"]["lymphadenopathy"]["short_axis_mm"] == 15.2
+    r = compute_regions(p.volume, backend="classical")
+    ms = measure(p.volume, r)
+    nodes = [m for m in ms if m.name == "lymph_node"]
+    assert nodes, "no lymph node candidate"
+    best = min(nodes, key=lambda m: abs(m.value - 15.2))
+    assert abs(best.value - 15.2) <= 1.5 and best.confidence == "medium"
+    assert best.extra["side"] in ("left", "right", "midline") and best.extra["mask_id"].startswith("lymph_node_")
+    ov = overlays(p.volume, r)[best.extra["mask_id"]]
+    truth = p.finding_masks["lymphadenopathy"]
+    assert (ov & truth).sum() >= 0.5 * ov.sum()
+    centers = [n["center_ras_mm"] for n in p.measurements["findings"]["lymphadenopathy"]["nodes"]]
+    hit = min(centers, key=lambda c: np.linalg.norm(np.subtract(c, best.extra["center_ras_mm"])))
+    assert np.linalg.norm(np.subtract(hit, best.extra["center_ras_mm"])) <= 10.0
+    assert best.extra["side"] == ("right" if hit[0] > 10 else "left" if hit[0] < -10 else "midline")
+    mx = _by_name(ms)["lymph_node_max_short_axis_mm"]
+    assert mx.value == max(n.value for n in nodes) and mx.extra["count"] == len(nodes)
+
+
+def test_no_lymph_node_in_a_normal_mediastinum(run):
+    _, ms, _ = run
+    assert not [m for m in ms if m.name == "lymph_node"]
+    assert _by_name(ms)["lymph_node_max_short_axis_mm"].value == 0.0

@@ -297,3 +297,28 @@ def test_model_only_findings_withheld_when_the_scan_is_outside_the_training_rang
     calls = _calls_with_disagreements(2)
     _withhold_untrusted_model_calls(calls, settings, None)  # a checkpoint without region tokens: no score
     assert calls["Consolidation"].present
+
+
+def test_enlarged_lymph_nodes_are_measured_sentences_and_answers():
+    """Lymph-node candidates (vision.measure) decide lymphadenopathy over the model: the mediastinum section states
+    the count and the largest short axis with its mask; size and location questions answer from them; a 0 mm maximum
+    (nothing found) is a measured negative even when the model says yes."""
+    node = lambda k, mm, where: M("lymph_node", mm, "mm", "candidate", "mediastinum", "medium",
+                                  {"short_axis_mm": mm, "location": where, "mask_id": f"lymph_node_{k}"})
+    st = make_study(probs={"Lymphadenopathy": 0.1})
+    st.measurements += [node(1, 16.2, "right mediastinum or hilum"), node(2, 11.0, "mediastinum"),
+                        M("lymph_node_max_short_axis_mm", 16.2, "mm", "max", "mediastinum", "medium", {"count": 2})]
+    pipe = Pipeline.from_config(model=False, store=False)
+    rep = pipe.report(st)
+    s = next(x for x in rep.sentences() if "lymph" in x.text and x.region == "mediastinum")
+    assert s.text == "2 enlarged lymph nodes, the largest (right mediastinum or hilum) 16 mm in short axis."
+    assert s.source == "measured" and s.mask == "findings/lymph_node_1" and s.findings == ["Lymphadenopathy"]
+    assert guard.positive_findings(s.text) >= {"Lymphadenopathy"}
+    size = pipe.ask(st, "What is the size of the lymphadenopathy in the mediastinum?").text
+    assert "16 mm (right mediastinum or hilum)" in size and "11 mm" in size
+    assert "right mediastinum or hilum" in pipe.ask(st, "Where is the lymphadenopathy located in the image?").text
+
+    neg = make_study(probs={"Lymphadenopathy": 0.999})
+    neg.measurements.append(M("lymph_node_max_short_axis_mm", 0.0, "mm", "max", "mediastinum", "medium", {"count": 0}))
+    call = call_findings(neg, report_settings({}))["Lymphadenopathy"]
+    assert not call.present and call.source == "measured" and "disagrees" in call.note
