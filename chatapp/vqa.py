@@ -236,6 +236,11 @@ def _size_text(call: FindingCall) -> str | None:
         parts = [f"{float(m.value):.0f} mm ({m.extra.get('location') or 'mediastinum'})" for m in nodes]
         return ("The enlarged lymph node measures " if len(parts) == 1 else "The enlarged lymph nodes measure ") + \
             "; ".join(parts) + " in short axis."
+    tubes = [m for m in call.measurements if m.name == "dilated_bronchus"]
+    if n == "Bronchiectasis" and tubes:
+        parts = [f"{float(m.value):.0f} mm in the {lobe_text(m)}" for m in tubes]
+        return ("The dilated bronchus has a lumen of " if len(parts) == 1 else
+                "The dilated bronchi have lumens of ") + "; ".join(parts) + "."
     if n == "Pleural effusion":
         parts = [f"about {vals[k]:.0f} mL on the {s}" for s in ("right", "left")
                  if (k := f"pleural_fluid_volume_ml_{s}") in vals]
@@ -266,6 +271,10 @@ def _location_text(call: FindingCall, study: Study) -> str:
     if call.name == "Lymphadenopathy" and nodes:
         locs = sorted({str(m.extra.get("location") or "mediastinum") for m in nodes})
         return f"The enlarged lymph {'node is' if len(nodes) == 1 else 'nodes are'} in the " + " and the ".join(locs) + "."
+    tubes = [m for m in call.measurements if m.name == "dilated_bronchus"]
+    if call.name == "Bronchiectasis" and tubes:
+        where = " and the ".join(sorted({lobe_text(m) for m in tubes}))
+        return f"The dilated {'bronchus is' if len(tubes) == 1 else 'bronchi are'} in the {where}."
     if call.name == "Pleural effusion" and call.measurements:
         sides = [s for s in ("right", "left") if any(s in m.name for m in call.measurements)]
         where = "both pleural spaces" if len(sides) == 2 else f"the {sides[0]} pleural space"

@@ -163,3 +163,31 @@ def test_no_lymph_node_in_a_normal_mediastinum(run):
     _, ms, _ = run
     assert not [m for m in ms if m.name == "lymph_node"]
     assert _by_name(ms)["lymph_node_max_short_axis_mm"].value == 0.0
+
+
+def test_dilated_bronchus_measured():
+    """A tuning phantom's bronchiectasis (8.8 mm lumen, right lower lobe) is one dilated-bronchus candidate with that
+    lumen within 1.5 mm, its lobe and a mask on the tube; the module fixture's phantom (emphysema, whose air is
+    -995..-965 HU, and normal airways) gives none."""
+    from vision.measure import measure, overlays
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200003, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200003))
+    assert p.findings["bronchiectasis"] == {"side": "right", "lobe": "lower", "size_mm": 8.8, "count": 3}
+    r = compute_regions(p.volume, backend="classical")
+    ms = measure(p.volume, r)
+    tubes = [m for m in ms if m.name == "dilated_bronchus"]
+    assert len(tubes) == 1
+    t = tubes[0]
+    assert abs(t.value - 8.8) <= 1.5 and (t.extra["side"], t.extra["lobe"]) == ("right", "lower")
+    assert t.extra["length_mm"] >= 2.5 * t.value
+    ov = overlays(p.volume, r)[t.extra["mask_id"]]
+    assert (ov & p.finding_masks["bronchiectasis"]).sum() >= 0.7 * ov.sum()  # the median widens the lumen a little
+    assert _by_name(ms)["dilated_bronchus_max_lumen_mm"].value == t.value
+
+
+def test_no_dilated_bronchus_in_emphysema(run):
+    _, ms, _ = run
+    assert not [m for m in ms if m.name == "dilated_bronchus"]
+    assert _by_name(ms)["dilated_bronchus_max_lumen_mm"].value == 0.0

@@ -322,3 +322,19 @@ def test_enlarged_lymph_nodes_are_measured_sentences_and_answers():
     neg.measurements.append(M("lymph_node_max_short_axis_mm", 0.0, "mm", "max", "mediastinum", "medium", {"count": 0}))
     call = call_findings(neg, report_settings({}))["Lymphadenopathy"]
     assert not call.present and call.source == "measured" and "disagrees" in call.note
+
+
+def test_dilated_bronchi_are_measured_bronchiectasis():
+    tube = lambda k, mm, lobe: M("dilated_bronchus", mm, "mm", "candidate", "lung", "medium",
+                                 {"lumen_diameter_mm": mm, "side": "left", "lobe": lobe, "mask_id": f"bronchus_{k}"})
+    st = make_study(probs={"Bronchiectasis": 0.05})
+    st.measurements += [tube(1, 10.1, "lower"), tube(2, 7.6, "upper"),
+                        M("dilated_bronchus_max_lumen_mm", 10.1, "mm", "max", "lung", "medium", {"count": 2})]
+    pipe = Pipeline.from_config(model=False, store=False)
+    s = next(x for x in pipe.report(st).sentences() if "ronchiectasis" in x.text and x.region != "impression")
+    assert s.text == ("Bronchiectasis: 2 dilated bronchi in the left lower lobe and the left upper lobe, lumen up to "
+                      "10 mm.")
+    assert s.source == "measured" and s.mask == "findings/bronchus_1" and s.findings == ["Bronchiectasis"]
+    assert guard.positive_findings(s.text) >= {"Bronchiectasis"}
+    assert "10 mm in the left lower lobe; 8 mm in the left upper lobe" in pipe.ask(
+        st, "What is the size of the bronchiectasis in the lung?").text
