@@ -130,3 +130,28 @@ def test_region_novelty_counts_features_beyond_three_training_sds():
     x[1, 5, :3] = 2.0  # 3 of the 12 live features at 4 SD
     x[1, 6, 6:] = 50.0  # padding channels: ignored
     assert mem.region_novelty(mem.split(x)[1]).tolist() == [0.0, 0.25]
+
+
+def test_head_phantom_sets_and_the_recorded_command():
+    """--head-* options repeat once per extra phantom set (the k-th of each kind together; a set without its own
+    geometry is rendered at the report geometry) and the command recorded in the checkpoint rebuilds them."""
+    import argparse
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from train_prototypes import REPORT_SHAPE, REPORT_SPACING, command_line, head_sets
+
+    ns = argparse.Namespace(checkpoint="ck", seed=0, n=403, region_l2=[0.001, 0.003], tokens="layer4,layer3",
+                            head_seed=[400000, 300000], head_n=[800, 600], head_shape=[[96, 96, 64]],
+                            head_spacing=[[3.6, 3.6, 5.0]], write=True, index=[])
+    assert head_sets(ns) == [(400000, 800, (96, 96, 64), (3.6, 3.6, 5.0)), (300000, 600, REPORT_SHAPE, REPORT_SPACING)]
+    cmd = command_line(ns)
+    assert cmd.endswith("--write") and "--region-l2 0.001 0.003" in cmd
+    argv = shlex.split(cmd)
+    assert argv.count("--head-seed") == 2 and argv[argv.index("--head-shape") + 1:][:3] == ["96", "96", "64"]
+    with pytest.raises(SystemExit, match="--head-n"):
+        head_sets(argparse.Namespace(head_seed=[1, 2], head_n=[5], head_shape=None, head_spacing=None))
