@@ -41,15 +41,17 @@ DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
     # phantom opacities (tuning seeds 200000-200059) read 6-90 mL (17 of 20 >= 8), opacity-free ones <= 2.5 mL, the
     # real TCIA chest CT 0 mL (5.9 mL of partial-volume specks with a 2 mm opening; 12.9 mL with growth and 2 mm,
     # mostly the partial-volumed posterior diaphragm dome in 3 mm slices)
-    "Lung opacity": {"measurement": ["ground_glass_volume_ml"], "min": 8.0},
-    # % parenchyma deviating > 50 HU from its coronal band; phantoms with mosaic read >= 11 %, without <= 0.1 %,
-    # the real TCIA chest CT 6.4 %
-    "Mosaic attenuation pattern": {"measurement": ["lung_attenuation_heterogeneity_percent"], "min": 10.0},
+    # Session 5, first 160 tuning seeds: opacity-free phantoms <= 2.5 mL, 44 of 46 with opacity >= 5 mL (40 >= 8),
+    # so the minimum went from 8 to 5 mL
+    "Lung opacity": {"measurement": ["ground_glass_volume_ml"], "min": 5.0},
+    # % parenchyma deviating > 50 HU from its coronal band; phantoms with mosaic read >= 9.5 %, without <= 0.3 %
+    # (first 160 tuning seeds), the real TCIA chest CT 6.4 %: 8 keeps the real CT below and calls 4 more phantoms
+    "Mosaic attenuation pattern": {"measurement": ["lung_attenuation_heterogeneity_percent"], "min": 8.0},
     # short axis of the largest node candidate (vision.measure._lymph_nodes; 0 when none) and each node >= 10 mm:
-    # tuning phantoms (seeds 200000-200099) 20 of 29 with enlarged nodes found, 1 false call in 71 without
+    # all 200 tuning phantoms (seeds 200000-200199) 30 of 59 with enlarged nodes found, 0 false calls in 141 without
     "Lymphadenopathy": {"measurement": ["lymph_node_max_short_axis_mm", "lymph_node"], "min": 10.0},
     # widest dilated-bronchus candidate (vision.measure._dilated_bronchi; 0 when none) and each tube >= 7 mm:
-    # tuning phantoms (seeds 200000-200099) 19 of 24 with bronchiectasis found, 1 false call in 76
+    # all 200 tuning phantoms 51 of 59 with bronchiectasis found, 1 false call in 141 (an emphysema cluster)
     "Bronchiectasis": {"measurement": ["dilated_bronchus_max_lumen_mm", "dilated_bronchus"], "min": 7.0},
 }
 
