@@ -191,3 +191,18 @@ def test_no_dilated_bronchus_in_emphysema(run):
     _, ms, _ = run
     assert not [m for m in ms if m.name == "dilated_bronchus"]
     assert _by_name(ms)["dilated_bronchus_max_lumen_mm"].value == 0.0
+
+
+def test_metal_rim_is_not_calcium():
+    """A pacing lead's partial-volume rim (2782 HU, under the 2800 HU metal threshold) in the heart shell read as a
+    coronary calcium score of 32 on this tuning phantom (no calcification); dense voxels >= 2000 HU now count as
+    metal for the calcium search."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200048, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200048))
+    assert p.labels["Medical material"] == 1 and p.labels["Coronary artery wall calcification"] == 0
+    m = _by_name(measure(p.volume, compute_regions(p.volume, backend="classical")))
+    assert m["medical_material"].value >= 1
+    assert m["coronary_calcium_score"].value == 0.0 and m["aortic_calcium_score"].value == 0.0

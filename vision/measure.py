@@ -33,6 +33,7 @@ NODULE_RANGE_MM = (3.0, 30.0)
 FLUID_HU = (-10.0, 30.0)  # simple fluid (effusion candidates)
 HILUM_MM = 35.0  # lung within this distance of the trachea/main bronchi and touching the mediastinum is the hilum
 CALCIUM_HU = 130.0  # Agatston threshold (non-contrast)
+METAL_RIM_HU = 2000.0  # voxels this dense are metal (or its partial-volume rim) for the calcium search
 # enlarged lymph nodes: soft-tissue ovoids in the mediastinal fat or at the hila (vessels < 120 HU on a non-contrast
 # scan join in; enhanced vessels drop out), short axis >= 10 mm (the usual size criterion for a mediastinal node)
 NODE_HU = (-40.0, 120.0)
@@ -432,7 +433,10 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     full_hu = hu if factors == (1, 1, 1) else None
     contrast = bool(info.get("contrast"))
     bone_d = ops.dilate(s["bone"], 2.0, sp)
-    metal_d = ops.dilate(s["metal"], 3.0, sp) if s["metal"].any() else s["metal"]
+    # metal, and its partial-volume rim (a lead tip read 2782-2800 HU on 5 of 200 tuning phantoms and made a
+    # "coronary calcium" of 32 points; calcified plaque stays far below 2000 HU)
+    metal_like = s["metal"] | (hu >= METAL_RIM_HU)
+    metal_d = ops.dilate(metal_like, 3.0, sp) if metal_like.any() else metal_like
     for name, region, lumen, shell in (
         ("aortic_calcium_score", "mediastinum", ao, ops.dilate(ao, 4.0, sp) & ~bone_d if ao.any() else ao),
         ("coronary_calcium_score", "heart", heart,
