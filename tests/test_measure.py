@@ -206,3 +206,17 @@ def test_metal_rim_is_not_calcium():
     m = _by_name(measure(p.volume, compute_regions(p.volume, backend="classical")))
     assert m["medical_material"].value >= 1
     assert m["coronary_calcium_score"].value == 0.0 and m["aortic_calcium_score"].value == 0.0
+
+
+def test_pericardial_recess_fluid_is_not_pleural():
+    """Pericardial fluid in a recess past the heart mask, away from the chest wall, read 39.6 mL of right pleural
+    fluid on this tuning phantom (enlarged heart with a pericardial effusion, no pleural effusion)."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200047, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200047))
+    assert p.labels["Pericardial effusion"] == 1 and p.labels["Pleural effusion"] == 0
+    m = _by_name(measure(p.volume, compute_regions(p.volume, backend="classical")))
+    assert m["pleural_fluid_volume_right_ml"].value < 25.0 and m["pleural_fluid_volume_left_ml"].value < 25.0
+    assert m["pericardial_fluid_volume_ml"].value >= 50.0
