@@ -48,12 +48,20 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
                           with another job running; per finding: lung opacity 0.97 (was 0.61), atelectasis 0.57
                           (was 0), consolidation 0.78; still 0: lymphadenopathy, fibrotic sequela, bronchiectasis.
                           Same code on the tuning seeds: 0.824 before the thresholds were retuned.
+    session 5, all 200 seeds: measured lymphadenopathy and bronchiectasis (vision.measure), region head refitted on
+                          1,803 phantoms (macro AUROC 0.925 / 0.875 here), thresholds and measured minima retuned on
+                          seeds 200000-200199, metal rim / pericardial-recess fixes: 0.907 (940/40/152), nodule
+                          44/75, templates 0.918 (1139/1200, 27/51, 29/51), 0 unsupported, distinct 1.0, top share
+                          0.005, 12.8 min with two other jobs running; per finding: lymphadenopathy 0.77 (was 0),
+                          bronchiectasis 0.91 (was 0), atelectasis 0.76, consolidation 0.83, lung opacity 1.00;
+                          still 0: fibrotic sequela.
     The template figures need ../shared/data (RadGenome templates); without it the result says
     ``"templates": "fallback ..."`` (2 presence wordings: 320/360 on the same 60 seeds, not comparable).
 
 0 unsupported findings after the guard and distinct-output ratio 1.0 (top-template share <= 0.02) in every run.
-Measured today (10 of 18): nodule, emphysema, pleural/pericardial effusion, cardiomegaly, 2 calcium scores, medical
-material, lung opacity (ground-glass volume), mosaic attenuation (attenuation heterogeneity). The other 8 rely on the
+Measured today (12 of 18): nodule, emphysema, pleural/pericardial effusion, cardiomegaly, 2 calcium scores, medical
+material, lung opacity (ground-glass volume), mosaic attenuation (attenuation heterogeneity), lymphadenopathy (node
+short axis), bronchiectasis (dilated-bronchus lumen). The other 6 rely on the
 demo prototypes; most remaining misses are those (hiatal hernia, atelectasis, fibrotic sequela, bronchiectasis,
 consolidation, lymphadenopathy, and peribronchial thickening at the default geometry).
 """
