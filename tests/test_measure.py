@@ -220,3 +220,21 @@ def test_pericardial_recess_fluid_is_not_pleural():
     m = _by_name(measure(p.volume, compute_regions(p.volume, backend="classical")))
     assert m["pleural_fluid_volume_right_ml"].value < 25.0 and m["pleural_fluid_volume_left_ml"].value < 25.0
     assert m["pericardial_fluid_volume_ml"].value >= 50.0
+
+
+def test_nodule_against_the_mediastinum_is_found():
+    """A 16.1 mm left lower lobe nodule against the mediastinal pleura: the nodule search leaves out the hilum, and
+    the lymph-node search saw it as a node until the fat rule; a compact blob with lung and no fat around it is now a
+    nodule (on the 200 tuning phantoms all 7 such blobs were nodules)."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200118, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200118))
+    (t,) = p.measurements["nodules"]
+    ms = measure(p.volume, compute_regions(p.volume, backend="classical"))
+    nods = [m for m in ms if m.name == "nodule"]
+    assert len(nods) == 1 and not [m for m in ms if m.name == "lymph_node"]
+    n = nods[0]
+    assert abs(n.value - t["diameter_mm"]) <= 1.0 and (n.extra["side"], n.extra["lobe"]) == (t["side"], t["lobe"])
+    assert n.confidence == "medium" and "mediastinal pleura" in n.method

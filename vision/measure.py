@@ -44,6 +44,8 @@ NODE_MAX_ELONGATION = 2.2  # principal-axis ratio: vessel segments are longer, n
 NODE_MAX_SHELL_SOFT = 0.25  # share of the surrounding shell that is soft tissue: a node sits in fat or lung
 NODE_MAX_ML = 15.0
 NODE_FAT_HU = (-200.0, -40.0)
+JUXTA_MAX_SHELL_FAT = 0.1  # a compact blob with this little fat around it ...
+JUXTA_MIN_SHELL_LUNG = 0.6  # ... and this much lung (< -500 HU) is a nodule against the mediastinum, not a node
 NODE_MIN_SHELL_FAT = 0.25  # share of fat within 2 voxels around it: nodes 0.31-0.96 on the tuning phantoms; lung
 #                            nodules against the mediastinum and a hiatal hernia's wall <= 0.21
 # dilated bronchi: air lumen (3x3x3 median < -990 HU, so emphysema at -995..-965 and noise drop out) that is not part
@@ -188,7 +190,15 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
 
 
 def _lymph_nodes(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
-    """Enlarged lymph node candidates: soft tissue (``NODE_HU``) in the thoracic cavity outside the lungs, or in lung
+    """Enlarged lymph node candidates (see ``_mediastinal_blobs``)."""
+    return [b for b in _mediastinal_blobs(hu, s, m, sp) if b["kind"] == "node"]
+
+
+def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
+    """Compact soft-tissue blobs at the mediastinum: enlarged lymph nodes (``kind == "node"``) and nodules against
+    the mediastinal pleura (``kind == "nodule"``).
+
+    Enlarged lymph node candidates: soft tissue (``NODE_HU``) in the thoracic cavity outside the lungs, or in lung
     within ``NODE_HILUM_MM`` of the mediastinum, after removing the heart, aorta, oesophagus, airways, bones (each
     grown 2 mm) and the thyroid, opened with a ``NODE_OPEN_MM`` ball; a component is a node when its short axis (twice
     its largest inscribed radius) is >= ``NODE_SHORT_AXIS_MM``, it is compact (principal-axis ratio <=
@@ -203,6 +213,12 @@ def _lymph_nodes(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
     (pulmonary artery, vena cava) merge with it and are missed.
     Returns dicts (largest short axis first) with mask (work grid), short_axis_mm, volume_ml, elongation, center
     (work voxel), side of the tracheal midline ("left" | "right" | "midline", 10 mm either way) and location text.
+
+    A blob that passes the shape rules with almost no fat around it (< ``JUXTA_MAX_SHELL_FAT``) and mostly lung
+    (>= ``JUXTA_MIN_SHELL_LUNG`` below -500 HU) is a lung nodule against the mediastinum or hilum, where the nodule
+    search does not look (``_nodules`` leaves out the hilum): on the 200 tuning phantoms all 6 such blobs were
+    nodules, 5 of them missed by ``_nodules``. These carry ``kind == "nodule"`` and the nodule fields (diameter_mm of
+    the equal-volume sphere of its solid voxels > ``NODULE_HU``, side, lobe).
     """
     cav = s["thoracic_cavity"]
     lung = s["lung_left"] | s["lung_right"]
@@ -243,18 +259,40 @@ def _lymph_nodes(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
         if h.size and float((h > NODE_HU[0]).mean()) > NODE_MAX_SHELL_SOFT:
             continue
         h2 = hu[sl][ndi.binary_dilation(comp, iterations=2) & ~comp]
-        if float(((h2 > NODE_FAT_HU[0]) & (h2 < NODE_FAT_HU[1])).mean()) < NODE_MIN_SHELL_FAT:
-            continue
+        fat = float(((h2 > NODE_FAT_HU[0]) & (h2 < NODE_FAT_HU[1])).mean())
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in sl])
+        if fat < JUXTA_MAX_SHELL_FAT and float((h2 < -500.0).mean()) >= JUXTA_MIN_SHELL_LUNG:
+            out.append(_juxta_nodule(hu, s, sp, sl, comp, ball, c))
+            continue
+        if fat < NODE_MIN_SHELL_FAT:
+            continue
         dx = (c[0] - mid_x) * sp[0]  # voxel x grows towards the patient's right (RAS)
         side = "right" if dx > 10.0 else "left" if dx < -10.0 else "midline"
         mask = np.zeros(hu.shape, bool)
         mask[sl] = comp
-        out.append({"mask": mask, "short_axis_mm": round(2 * r_in, 1), "volume_ml": round(float(comp.sum()) * vml, 2),
-                    "elongation": round(elong, 2), "center": c, "side": side,
-                    "location": "mediastinum" if side == "midline" else f"{side} mediastinum or hilum"})
-    out.sort(key=lambda n: -n["short_axis_mm"])
-    return out[:10]
+        out.append({"kind": "node", "mask": mask, "short_axis_mm": round(2 * r_in, 1),
+                    "volume_ml": round(float(comp.sum()) * vml, 2), "elongation": round(elong, 2), "center": c,
+                    "side": side, "location": "mediastinum" if side == "midline" else f"{side} mediastinum or hilum"})
+    out.sort(key=lambda n: -n.get("short_axis_mm", n.get("diameter_mm", 0.0)))
+    return out[:20]
+
+
+def _juxta_nodule(hu: np.ndarray, s: dict, sp, sl: tuple[slice, ...], comp: np.ndarray, ball: np.ndarray,
+                  c: np.ndarray) -> dict:
+    """Nodule fields for a blob against the mediastinum: the opened core grown back into its solid (> ``NODULE_HU``)
+    voxels, its equal-volume diameter, and the side / lobe holding most of the lung within 5 mm of it."""
+    solid = ndi.binary_dilation(comp, structure=ball) & ((hu[sl] > NODULE_HU) | comp)
+    vol = float(solid.sum()) * float(np.prod(sp))
+    near = ndi.binary_dilation(solid, structure=ops.ball(5.0, sp))
+    side = "left" if (s["lung_left"][sl] & near).sum() >= (s["lung_right"][sl] & near).sum() else "right"
+    counts = {k: int((s[f"lung_{k}_lobe_{side}"][sl] & near).sum()) for k in ("upper", "middle", "lower")
+              if f"lung_{k}_lobe_{side}" in s}
+    lobe = max(counts, key=counts.get) if counts and max(counts.values()) > 0 else None
+    mask = np.zeros(hu.shape, bool)
+    mask[sl] = solid
+    return {"kind": "nodule", "mask": mask, "diameter_mm": round(float((6.0 * vol / np.pi) ** (1 / 3)), 1),
+            "volume_mm3": round(vol, 1), "mean_hu": round(float(hu[sl][solid].mean()), 1), "center": c,
+            "side": side, "lobe": lobe, "confidence": "medium"}
 
 
 def _dilated_bronchi(hu: np.ndarray, s: dict, sp) -> list[dict]:
@@ -507,9 +545,10 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     else:
         meas.append(absent("pericardial_fluid_volume_ml", "mL", "heart", "heart not found"))
 
-    # enlarged lymph nodes (short axis >= 10 mm)
+    # enlarged lymph nodes (short axis >= 10 mm); nodules against the mediastinum join the nodule list below
+    blobs = _mediastinal_blobs(hu, s, m, sp) if s["thoracic_cavity"].any() else []
     if s["thoracic_cavity"].any():
-        nodes = _lymph_nodes(hu, s, m, sp)
+        nodes = [b for b in blobs if b["kind"] == "node"]
         for k, n in enumerate(nodes, start=1):
             over[f"lymph_node_{k}"] = n["mask"]
             meas.append(Measurement("lymph_node", n["short_axis_mm"], "mm",
@@ -549,14 +588,23 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
     else:
         meas.append(absent("dilated_bronchus_max_lumen_mm", "mm", "lung", "no lung found"))
 
-    # solid nodule candidates
-    for k, n in enumerate(_nodules(hu, w, sp, info), start=1):
+    # solid nodule candidates (inside the lung, and against the mediastinum / hilum)
+    found = _nodules(hu, w, sp, info)
+    for b in blobs:
+        if b["kind"] == "nodule" and not any((b["mask"] & n["mask"]).any() for n in found):
+            found.append({**b, "vessel_ratio": None, "ball_ratio": None,
+                          "method": "compact solid blob against the mediastinal pleura, surrounded by lung (see "
+                                    "vision.measure._mediastinal_blobs)"})
+    found.sort(key=lambda n: -n["volume_mm3"])
+    for k, n in enumerate(found[:20], start=1):
         mid = f"nodule_{k}"
         over[mid] = n["mask"]
         loc = f"{n['side']} {n['lobe']} lobe" if n["lobe"] else f"{n['side']} lung"
         meas.append(Measurement("nodule", n["diameter_mm"], "mm",
+                                n.get("method") or
                                 f"solid component > {NODULE_HU:.0f} HU inside the lung, opened 1.5 mm, not touching the "
-                                "hilum (mediastinal lung surface within 35 mm of the main airways), roughly spherical, not part of the vessel tree; diameter of the equal-volume sphere",
+                                "hilum (mediastinal lung surface within 35 mm of the main airways), roughly spherical, "
+                                "not part of the vessel tree; diameter of the equal-volume sphere",
                                 "lung", n["confidence"],
                                 {"diameter_mm": n["diameter_mm"], "location": loc, "side": n["side"],
                                  "lobe": n["lobe"], "center_ras_mm": _center_ras(volume, n["center"], factors),
