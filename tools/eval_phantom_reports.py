@@ -54,7 +54,9 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
                           44/75, templates 0.918 (1139/1200, 27/51, 29/51), 0 unsupported, distinct 1.0, top share
                           0.005, 12.8 min with two other jobs running; per finding: lymphadenopathy 0.77 (was 0),
                           bronchiectasis 0.91 (was 0), atelectasis 0.76, consolidation 0.83, lung opacity 1.00;
-                          still 0: fibrotic sequela.
+                          still 0: fibrotic sequela. + nodules against the mediastinal pleura (1c4b60e): 0.910
+                          (945/41/147), nodule 53/75, templates 0.928 (1142/1200, 32/51, 34/51), 0 unsupported,
+                          distinct 1.0, top share 0.005, 5 min.
     The template figures need ../shared/data (RadGenome templates); without it the result says
     ``"templates": "fallback ..."`` (2 presence wordings: 320/360 on the same 60 seeds, not comparable).
 
