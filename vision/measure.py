@@ -216,8 +216,8 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
 
     A blob that passes the shape rules with almost no fat around it (< ``JUXTA_MAX_SHELL_FAT``) and mostly lung
     (>= ``JUXTA_MIN_SHELL_LUNG`` below -500 HU) is a lung nodule against the mediastinum or hilum, where the nodule
-    search does not look (``_nodules`` leaves out the hilum): on the 200 tuning phantoms all 6 such blobs were
-    nodules, 5 of them missed by ``_nodules``. These carry ``kind == "nodule"`` and the nodule fields (diameter_mm of
+    search does not look (``_nodules`` leaves out the hilum): on the 200 tuning phantoms all 7 such blobs were
+    nodules, 6 of them missed by ``_nodules``. These carry ``kind == "nodule"`` and the nodule fields (diameter_mm of
     the equal-volume sphere of its solid voxels > ``NODULE_HU``, side, lobe).
     """
     cav = s["thoracic_cavity"]
@@ -302,9 +302,8 @@ def _dilated_bronchi(hu: np.ndarray, s: dict, sp) -> list[dict]:
 
     Tuned on the report-geometry tuning phantoms (seeds 200000-200099, 2.7x2.7x3.33 mm): 19 of 24 phantoms with
     bronchiectasis found, 1 false call in 76 (an emphysema cluster); all 200 tuning seeds: 51 of 59, 1 false in 141.
-    Limits: a dilated bronchus whose lumen stays
-    joined to the central airways is not measured (no per-branch calibre or bronchoarterial ratio here), and tubes
-    under ~7 mm are below what 2.7 mm voxels resolve.
+    Limits: a dilated bronchus whose lumen stays joined to the central airways is not measured (no per-branch calibre
+    or bronchoarterial ratio here), and tubes under ~7 mm are below what 2.7 mm voxels resolve.
     Returns dicts (widest first) with mask (work grid), lumen_diameter_mm, length_mm, volume_ml, side, lobe, center.
     """
     cav = s["thoracic_cavity"]
