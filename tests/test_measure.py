@@ -238,3 +238,13 @@ def test_nodule_against_the_mediastinum_is_found():
     n = nods[0]
     assert abs(n.value - t["diameter_mm"]) <= 1.0 and (n.extra["side"], n.extra["lobe"]) == (t["side"], t["lobe"])
     assert n.confidence == "medium" and "mediastinal pleura" in n.method
+
+
+def test_box_count_equals_the_median_threshold():
+    """_dilated_bronchi thresholds the 3x3x3 median with a box count (>= 14 of 27 below): the same mask."""
+    from scipy import ndimage as ndi
+
+    hu = np.random.default_rng(0).normal(-980, 30, (40, 30, 20)).astype(np.float32)
+    median = ndi.median_filter(hu, size=3) < -990
+    count = ndi.uniform_filter((hu < -990).astype(np.float32), size=3) * 27.0 > 13.5
+    assert median.any() and np.array_equal(median, count)

@@ -311,7 +311,8 @@ def _dilated_bronchi(hu: np.ndarray, s: dict, sp) -> list[dict]:
     bb = ops.bbox(cav, margin=1)
     if bb is None or not lung.any():
         return []
-    lumen = ndi.median_filter(hu[bb], size=3) < BRONCHUS_LUMEN_HU
+    # 3x3x3 median < threshold <=> at least 14 of the 27 voxels below it: a box count, ~10x faster than the median
+    lumen = ndi.uniform_filter((hu[bb] < BRONCHUS_LUMEN_HU).astype(np.float32), size=3) * 27.0 > 13.5
     aw = s["airway"][bb]
     lab, n = ndi.label(lumen | aw)
     central = np.zeros(n + 1, bool)
