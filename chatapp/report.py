@@ -47,7 +47,7 @@ DEFAULT_MEASURED_RULES: dict[str, dict[str, Any]] = {
     # % parenchyma deviating > 50 HU from its coronal band; phantoms with mosaic read >= 9.5 %, without <= 0.3 %
     # (first 160 tuning seeds), the real TCIA chest CT 6.4 %: 8 keeps the real CT below and calls 4 more phantoms
     "Mosaic attenuation pattern": {"measurement": ["lung_attenuation_heterogeneity_percent"], "min": 8.0},
-    # short axis of the largest node candidate (vision.measure._lymph_nodes; 0 when none) and each node >= 10 mm:
+    # short axis of the largest node candidate (vision.measure._mediastinal_blobs; 0 when none) and each node >= 10 mm:
     # all 200 tuning phantoms (seeds 200000-200199) 30 of 59 with enlarged nodes found, 0 false calls in 141 without
     "Lymphadenopathy": {"measurement": ["lymph_node_max_short_axis_mm", "lymph_node"], "min": 10.0},
     # widest dilated-bronchus candidate (vision.measure._dilated_bronchi; 0 when none) and each tube >= 7 mm:
@@ -123,6 +123,10 @@ class FindingCall:
     def probability(self) -> float | None:
         """The image model's P(finding) from the evidence; None when the model gave none."""
         return next((float(e.value) for e in self.evidence if e.kind == "probability"), None)
+
+    def parts(self, name: str) -> list[Measurement]:
+        """The call's measurements called ``name`` (e.g. each ``lymph_node`` behind a lymphadenopathy call)."""
+        return [m for m in self.measurements if m.name == name]
 
     @property
     def withheld_reason(self) -> str | None:
@@ -367,9 +371,9 @@ def finding_sentences(call: FindingCall, settings: dict[str, Any], weights_note:
         text = (f"Ground-glass opacity in the lungs, about {v['ground_glass_volume_ml']:.0f} mL "
                 "(attenuation -700 to -300 HU).")
     elif f.name == "Lymphadenopathy":
-        text = lymph_node_text([m for m in ms if m.name == "lymph_node"] or ms)
+        text = lymph_node_text(call.parts("lymph_node") or ms)
     elif f.name == "Bronchiectasis":
-        text = bronchiectasis_text([m for m in ms if m.name == "dilated_bronchus"] or ms)
+        text = bronchiectasis_text(call.parts("dilated_bronchus") or ms)
     elif f.name == "Mosaic attenuation pattern":
         text = (f"Mosaic attenuation pattern: {v['lung_attenuation_heterogeneity_percent']:.0f}% of the lung "
                 "parenchyma differs by more than 50 HU from its surroundings.")

@@ -231,13 +231,11 @@ def _size_text(call: FindingCall) -> str | None:
     if n == "Lung nodule" and call.measurements:
         parts = [f"{nodule_diameter(m):.0f} mm in the {lobe_text(m)}" for m in call.measurements]
         return ("The nodule measures " if len(parts) == 1 else "The nodules measure ") + "; ".join(parts) + "."
-    nodes = [m for m in call.measurements if m.name == "lymph_node"]
-    if n == "Lymphadenopathy" and nodes:
+    if n == "Lymphadenopathy" and (nodes := call.parts("lymph_node")):
         parts = [f"{float(m.value):.0f} mm ({m.extra.get('location') or 'mediastinum'})" for m in nodes]
         return ("The enlarged lymph node measures " if len(parts) == 1 else "The enlarged lymph nodes measure ") + \
             "; ".join(parts) + " in short axis."
-    tubes = [m for m in call.measurements if m.name == "dilated_bronchus"]
-    if n == "Bronchiectasis" and tubes:
+    if n == "Bronchiectasis" and (tubes := call.parts("dilated_bronchus")):
         parts = [f"{float(m.value):.0f} mm in the {lobe_text(m)}" for m in tubes]
         return ("The dilated bronchus has a lumen of " if len(parts) == 1 else
                 "The dilated bronchi have lumens of ") + "; ".join(parts) + "."
@@ -267,12 +265,10 @@ def _location_text(call: FindingCall, study: Study) -> str:
     if call.name == "Lung nodule" and call.measurements:
         locs = [f"the {lobe_text(m)} ({nodule_diameter(m):.0f} mm)" for m in call.measurements]
         return f"The {'nodule is' if len(locs) == 1 else 'nodules are'} in " + "; ".join(locs) + "."
-    nodes = [m for m in call.measurements if m.name == "lymph_node"]
-    if call.name == "Lymphadenopathy" and nodes:
+    if call.name == "Lymphadenopathy" and (nodes := call.parts("lymph_node")):
         locs = sorted({str(m.extra.get("location") or "mediastinum") for m in nodes})
         return f"The enlarged lymph {'node is' if len(nodes) == 1 else 'nodes are'} in the " + " and the ".join(locs) + "."
-    tubes = [m for m in call.measurements if m.name == "dilated_bronchus"]
-    if call.name == "Bronchiectasis" and tubes:
+    if call.name == "Bronchiectasis" and (tubes := call.parts("dilated_bronchus")):
         where = " and the ".join(sorted({lobe_text(m) for m in tubes}))
         return f"The dilated {'bronchus is' if len(tubes) == 1 else 'bronchi are'} in the {where}."
     if call.name == "Pleural effusion" and call.measurements:

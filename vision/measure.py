@@ -116,6 +116,22 @@ def _fluid(hu, mask, sp, min_ml: float) -> np.ndarray:
     return keep[lab]
 
 
+def _axis_variances(comp: np.ndarray, sp) -> np.ndarray:
+    """Variances (mm², ascending) of a component's voxel positions along its principal axes; ones below 4 voxels."""
+    pts = np.argwhere(comp) * np.asarray(sp)
+    return np.linalg.eigvalsh(np.cov(pts.T)) if len(pts) >= 4 else np.ones(3)
+
+
+def _elongation(ev: np.ndarray) -> float:
+    """Longest / shortest principal-axis spread of ``_axis_variances`` (1 for a ball)."""
+    return float(np.sqrt(max(ev[-1], 1e-6) / max(ev[0], 1e-6)))
+
+
+def _inscribed_radius_mm(comp: np.ndarray, sp) -> float:
+    """Radius (mm) of the largest ball inside a component (bool array cropped around it)."""
+    return float(ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max())
+
+
 def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
     s = w["structures"]
     lung = s["lung_left"] | s["lung_right"]
@@ -145,11 +161,8 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
         ext = [b.stop - b.start for b in sl0]
         if min(ext[0], ext[1]) < 2 or (ext[2] < 2 and d > 2 * sp[2]) or hu[bb][comp].mean() < -100.0:
             continue  # a vessel cut across, or a sub-solid smudge: not a solid nodule candidate
-        pts = np.argwhere(comp) * np.asarray(sp)
-        if len(pts) >= 4:
-            ev = np.linalg.eigvalsh(np.cov(pts.T))
-            if np.sqrt(max(ev[-1], 1e-6) / max(ev[0], 1e-6)) > 2.5:  # elongated: a vessel, not a nodule
-                continue
+        if _elongation(_axis_variances(comp, sp)) > 2.5:  # elongated: a vessel, not a nodule
+            continue
         tree = raw_sizes[np.bincount(raw_lab[comp]).argmax()] / max(1, sizes[i])
         confidence = "medium"
         if tree > 2.5:
@@ -157,7 +170,7 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
                 continue  # a small bump on a vessel: the commonest false positive
             confidence = "low"  # a larger blob touching vessels: keep, but say it is uncertain
         sl = ndi.find_objects(comp.astype(np.int8))[0]
-        r_in = float(ndi.distance_transform_edt(np.pad(comp[sl], 1), sampling=sp).max())
+        r_in = _inscribed_radius_mm(comp[sl], sp)
         ball_ratio = vol_mm3 / (4 / 3 * np.pi * max(r_in, 0.5) ** 3)  # 1 for a ball
         if ball_ratio > 4.0:  # far from a ball: branching vessels
             continue
@@ -189,11 +202,6 @@ def _nodules(hu, w: dict, sp, info: dict) -> list[dict]:
     return out[:20]
 
 
-def _lymph_nodes(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
-    """Enlarged lymph node candidates (see ``_mediastinal_blobs``)."""
-    return [b for b in _mediastinal_blobs(hu, s, m, sp) if b["kind"] == "node"]
-
-
 def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
     """Compact soft-tissue blobs at the mediastinum: enlarged lymph nodes (``kind == "node"``) and nodules against
     the mediastinal pleura (``kind == "nodule"``).
@@ -211,14 +219,15 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
     45 phantoms with enlarged nodes (first 145 seeds) were found with 6 false calls in 100 (4 nodules, 2 hernias), the
     fat rule removes all 14 false candidates on the 200 seeds and no true one; nodes that touch an unsegmented vessel
     (pulmonary artery, vena cava) merge with it and are missed.
-    Returns dicts (largest short axis first) with mask (work grid), short_axis_mm, volume_ml, elongation, center
-    (work voxel), side of the tracheal midline ("left" | "right" | "midline", 10 mm either way) and location text.
 
     A blob that passes the shape rules with almost no fat around it (< ``JUXTA_MAX_SHELL_FAT``) and mostly lung
     (>= ``JUXTA_MIN_SHELL_LUNG`` below -500 HU) is a lung nodule against the mediastinum or hilum, where the nodule
     search does not look (``_nodules`` leaves out the hilum): on the 200 tuning phantoms all 7 such blobs were
-    nodules, 6 of them missed by ``_nodules``. These carry ``kind == "nodule"`` and the nodule fields (diameter_mm of
-    the equal-volume sphere of its solid voxels > ``NODULE_HU``, side, lobe).
+    nodules, 6 of them missed by ``_nodules``.
+
+    Returns dicts (largest first, at most 20) with ``kind``, mask (work grid) and center (work voxel); nodes also
+    short_axis_mm, volume_ml, elongation, side of the tracheal midline ("left" | "right" | "midline", 10 mm either
+    way) and location text; nodules the nodule fields (``_juxta_nodule``).
     """
     cav = s["thoracic_cavity"]
     lung = s["lung_left"] | s["lung_right"]
@@ -245,12 +254,10 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             continue
         sl = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in objs[i - 1])
         comp = lab[sl] == i
-        r_in = float(ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max())
+        r_in = _inscribed_radius_mm(comp, sp)
         if 2 * r_in < NODE_SHORT_AXIS_MM or lung[sl][comp].mean() > 0.5:
             continue
-        pts = np.argwhere(comp) * np.asarray(sp)
-        ev = np.linalg.eigvalsh(np.cov(pts.T)) if len(pts) >= 4 else np.ones(3)
-        elong = float(np.sqrt(max(ev[-1], 1e-6) / max(ev[0], 1e-6)))
+        elong = _elongation(_axis_variances(comp, sp))
         if elong > NODE_MAX_ELONGATION:
             continue
         grown = ndi.binary_dilation(comp, structure=ball) & (soft_all[sl] | comp)
@@ -327,9 +334,8 @@ def _dilated_bronchi(hu: np.ndarray, s: dict, sp) -> list[dict]:
     for i in np.flatnonzero(keep):
         sl = objs[i - 1]
         comp = lab[sl] == i
-        dia = 2.0 * float(ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max())
-        pts = np.argwhere(comp) * np.asarray(sp)
-        length = 4.0 * float(np.sqrt(max(np.linalg.eigvalsh(np.cov(pts.T))[-1], 0.0)))
+        dia = 2.0 * _inscribed_radius_mm(comp, sp)
+        length = 4.0 * float(np.sqrt(max(_axis_variances(comp, sp)[-1], 0.0)))
         if dia < BRONCHUS_MIN_LUMEN_MM or length < BRONCHUS_MIN_LENGTH_RATIO * dia:
             continue
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start + o.start for b, o in zip(sl, bb)])
@@ -553,7 +559,7 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
             over[f"lymph_node_{k}"] = n["mask"]
             meas.append(Measurement("lymph_node", n["short_axis_mm"], "mm",
                                     "soft-tissue ovoid in the mediastinal fat or at a hilum, short axis = twice the "
-                                    "largest inscribed radius (candidate; see vision.measure._lymph_nodes)",
+                                    "largest inscribed radius (candidate; see vision.measure._mediastinal_blobs)",
                                     "mediastinum", "medium",
                                     {"short_axis_mm": n["short_axis_mm"], "location": n["location"],
                                      "side": n["side"],
