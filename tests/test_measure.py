@@ -240,6 +240,22 @@ def test_nodule_against_the_mediastinum_is_found():
     assert n.confidence == "medium" and "mediastinal pleura" in n.method
 
 
+def test_isolated_two_slice_nodule_is_found():
+    """An 8.3 mm left upper lobe nodule on the 2.7x2.7x3.33 mm report grid is a 3x3x2-voxel block touching no
+    vessel: the 1.5 mm opening (a 3-slice cross) erased it; the isolated-component path keeps it, sized within 1 mm."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200138, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200138))
+    (t,) = p.measurements["nodules"]
+    nods = [m for m in measure(p.volume, compute_regions(p.volume, backend="classical")) if m.name == "nodule"]
+    assert len(nods) == 1
+    n = nods[0]
+    assert abs(n.value - t["diameter_mm"]) <= 1.0 and (n.extra["side"], n.extra["lobe"]) == (t["side"], t["lobe"])
+    assert n.confidence == "medium" and "isolated" in n.method
+
+
 def test_box_count_equals_the_median_threshold():
     """_dilated_bronchi thresholds the 3x3x3 median with a box count (>= 14 of 27 below): the same mask."""
     from scipy import ndimage as ndi

@@ -156,6 +156,7 @@ def evaluate(n: int = 200, seed0: int = 100000, shape=DEFAULT_SHAPE, spacing=DEF
             size_n += 1
             size_ok += any(abs(x - float(nd["diameter_mm"])) <= 1.0 for x in nod_nums)
         # template questions about this phantom's truth
+        asked: list[dict[str, Any]] = []
         region_of = {r.key: r.radgenome_name for r in REGIONS}
         names = list(FINDING_NAMES)
         for _ in range(questions):
@@ -164,11 +165,19 @@ def evaluate(n: int = 200, seed0: int = 100000, shape=DEFAULT_SHAPE, spacing=DEF
                                                         region=region_of[finding(name).region])
             a = pipe.ask(study, q)
             qa["presence"].append(a.text.startswith("Yes" if ph.labels.get(name) else "No"))
+            asked.append({"type": "presence", "finding": name, "truth": int(ph.labels.get(name, 0)),
+                          "answer": a.text, "ok": qa["presence"][-1]})
         for nd in nods[:1]:
             a = pipe.ask(study, str(rng.choice(tpl["location"])).format(abnormality="lung nodule"))
             qa["location"].append(nd["side"] in a.text and (not nd.get("lobe") or nd["lobe"] in a.text))
+            asked.append({"type": "location", "truth": f"{nd['side']} {nd.get('lobe', '')}", "answer": a.text,
+                          "ok": qa["location"][-1]})
             a = pipe.ask(study, str(rng.choice(tpl["size"])).format(abnormality="lung nodule", region="lung"))
             qa["size"].append(any(abs(float(x) - float(nd["diameter_mm"])) <= 1.0 for x in _NUM.findall(a.text)))
+            asked.append({"type": "size", "truth": float(nd["diameter_mm"]), "answer": a.text, "ok": qa["size"][-1]})
+        if records is not None:
+            records[-1]["questions"] = asked
+            records[-1]["nodules"] = [{k: nd.get(k) for k in ("side", "lobe", "diameter_mm")} for nd in nods]
         if log and (i + 1) % max(1, n // 10) == 0:
             log(f"  {i + 1}/{n} phantoms, {time.perf_counter() - t0:.0f} s")
     TP, FP, FN = sum(tp.values()), sum(fp.values()), sum(fn.values())
