@@ -60,9 +60,12 @@ Measured 2026-11-30, demo weights before aac72f8 unless stated, seeds 100000-100
     session 6, all 200 seeds: isolated 2-slice nodules (434a5d4, chosen on the tuning seeds, where templates went
                           0.923 -> 0.932 and nodule size 53 -> 61/75): 0.910 (946/42/146), nodule 54/75, templates
                           0.931 (1142/1200, 35/51, 35/51), 0 unsupported, distinct 1.0, top share 0.005, 4.9 min.
+                          + lymph nodes abutting organs (80899e7; tuning: aortopulmonary nodes 1/26 -> 6/26, CE
+                          0.907 -> 0.908): 0.911 (949/42/143), lymphadenopathy F1 0.80 (was 0.77), nodule 54/75,
+                          templates 0.932 (1143/1200, 35/51, 35/51), 0 unsupported, distinct 1.0, top share 0.005.
                           Where the template misses are (tuning seeds, ``--dump`` lists every question): presence
                           answers about fibrotic sequela (28 of 63 misses; the bands are 9-37 scattered voxels at
-                          this grid), lymphadenopathy (11: hilar 0/39, subcarinal 0/15 and aortopulmonary 1/26
+                          this grid), lymphadenopathy (11: hilar 0/39, subcarinal 0/15 and aortopulmonary 6/26
                           nodes are found, paratracheal 22/27, prevascular 13/20: the classical heart mask absorbs
                           subcarinal nodes, hilar and AP nodes merge with unsegmented vessels), nodules missed
                           (sub-voxel < 6 mm, or joined to vessels as thick as themselves) and 3 wrong lobes from the
