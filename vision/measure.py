@@ -262,8 +262,8 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
     unsegmented vessels run on into soft tissue) with fat on part of it (>= ``NODE_MIN_SHELL_FAT`` of the voxels
     within two voxels: lung nodules against the mediastinum and a hiatal hernia's wall have less).
 
-    A node abutting an organ (aortopulmonary against the aorta, subcarinal against the atrium and oesophagus) is
-    shaved by the opening and the organs' margins: a blob under ``NODE_SHORT_AXIS_MM`` takes its short axis from the
+    A node abutting an organ (aortopulmonary against the aorta or oesophagus) is shaved by the opening and the
+    organs' margins: a blob under ``NODE_SHORT_AXIS_MM`` takes its short axis from the
     blob grown back into its own soft tissue up to the organs themselves, and only soft tissue around it that is no
     segmented organ counts against the shell rule (a vessel running on; an organ it abuts is not one). The nodule
     branch below keeps the plain opened size and the plain shell rule.
@@ -318,9 +318,9 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
         comp = lab[sl] == i
         r_open = r_in = _inscribed_radius_mm(comp, sp)
         if 2 * r_in < NODE_SHORT_AXIS_MM:
-            # the opening and the 2 mm margins around the organs shave a node that abuts them (subcarinal against
-            # the atrium and oesophagus, aortopulmonary against the aorta): its short axis is taken on the blob grown
-            # back into its own soft tissue, up to the organs themselves
+            # the opening and the 2 mm margins around the organs shave a node that abuts them (aortopulmonary
+            # against the aorta): its short axis is taken on the blob grown back into its own soft tissue, up to the
+            # organs themselves
             back = (ndi.binary_dilation(comp, structure=ball) & soft_all[sl] & ~organs[sl]) | comp
             r_in = _inscribed_radius_mm(back, sp)
         if 2 * r_in < NODE_SHORT_AXIS_MM or lung[sl][comp].mean() > 0.5:
