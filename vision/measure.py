@@ -294,17 +294,16 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
         return []
     zone = medi | (lung & ops.dilate(medi, NODE_HILUM_MM, sp))
     soft_all = (hu > NODE_HU[0]) & (hu < NODE_HU[1])
-    excl = m["thyroid"].copy() if "thyroid" in m else np.zeros_like(cav)
-    for k in ("heart", "aorta", "esophagus", "airway", "bone"):
-        if k in s and s[k].any():
-            excl |= ops.dilate(s[k], 2.0, sp)
-    airway = s.get("trachea", s.get("airway"))
-    mid_x = float(np.argwhere(airway)[:, 0].mean()) if airway is not None and airway.any() else \
-        float(np.argwhere(medi)[:, 0].mean())
-    organs = m["thyroid"].copy() if "thyroid" in m else np.zeros_like(cav)
+    organs = np.zeros_like(cav)  # segmented organs the nodes lie against; their 2 mm margins are left out too
     for k in ("heart", "aorta", "esophagus", "airway", "bone"):
         if k in s:
             organs |= s[k]
+    thyroid = m["thyroid"] if "thyroid" in m else np.zeros_like(cav)
+    excl = ops.dilate(organs, 2.0, sp) | thyroid
+    organs |= thyroid
+    airway = s.get("trachea", s.get("airway"))
+    mid_x = float(np.argwhere(airway)[:, 0].mean()) if airway is not None and airway.any() else \
+        float(np.argwhere(medi)[:, 0].mean())
     ball = ops.ball(NODE_OPEN_MM, sp)
     opened = ndi.binary_opening(zone & soft_all & ~excl, structure=ball)
     lab, sizes = ops.components(opened)
