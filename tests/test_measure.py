@@ -178,6 +178,39 @@ def test_node_against_the_aorta_is_measured():
     assert np.linalg.norm(np.subtract(ap["center_ras_mm"], n.extra["center_ras_mm"])) <= 10.0
 
 
+def test_hilar_node_beside_the_vena_cava_is_found():
+    """A 15 mm right hilar node touching the superior vena cava: without contrast the vena cava, ascending aorta and
+    node were one soft-tissue blob, too big for a node. The vertical-tube tracker takes the vessels out, and the
+    node, inside the hole-filled lung mask by the bronchi with aerated lung around it, is a hilar node; the aortic arch
+    left over the tracked ascending aorta is not (it continues the tube through its end)."""
+    from vision.measure import measure
+    from vision.phantom import make_phantom, random_findings
+    from vision.regions import compute_regions
+
+    p = make_phantom(200154, shape=(128, 128, 96), spacing=(2.7, 2.7, 3.33), findings=random_findings(200154))
+    lf = p.measurements["findings"]["lymphadenopathy"]
+    (hil,) = [n for n in lf["nodes"] if n["station"] == "right_hilar"]
+    nodes = [m for m in measure(p.volume, compute_regions(p.volume, backend="classical")) if m.name == "lymph_node"]
+    assert len(nodes) == 1
+    n = nodes[0]
+    # short axis 12.7 mm against 15.1 drawn: the 4 mm opening and the lung mask's edge shave hilar nodes (noted in
+    # the measurement's method as a candidate); it still clears the 10 mm criterion
+    assert n.extra["location"] == "right hilum" and 10.0 <= n.value <= hil["short_axis_mm"] + 1.0
+    assert np.linalg.norm(np.subtract(hil["center_ras_mm"], n.extra["center_ras_mm"])) <= 10.0
+
+
+def test_vertical_tubes_are_tracked_and_short_ovoids_are_not():
+    """A 30 mm-wide vertical cylinder 60 mm tall is a tube; a 14 mm ball beside it is not."""
+    from vision.measure_mediastinum import vertical_tubes
+
+    sp = (2.0, 2.0, 3.0)
+    x, y, z = np.meshgrid(np.arange(60) * 2.0, np.arange(60) * 2.0, np.arange(40) * 3.0, indexing="ij")
+    cyl = (np.hypot(x - 40, y - 60) <= 15) & (z >= 15) & (z <= 75)
+    ball = np.sqrt((x - 80) ** 2 + (y - 60) ** 2 + (z - 60) ** 2) <= 7
+    tubes, chains = vertical_tubes(cyl | ball, sp)
+    assert len(chains) == 1 and (tubes & cyl).sum() >= 0.9 * cyl.sum() and not (tubes & ball).any()
+
+
 def test_no_lymph_node_in_a_normal_mediastinum(run):
     _, ms, _ = run
     assert not [m for m in ms if m.name == "lymph_node"]
