@@ -432,8 +432,8 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             continue
         # a blob that continues a vertical vessel through its end (the aortic arch over the ascending aorta) is that
         # vessel; a node lies beside a vessel, not on top of it
-        if (ndi.binary_dilation(comp, iterations=2) & (tissue[sl] | comp) & tube_ends[sl]).sum() >= NODE_TUBE_END_VOXELS:
-            continue
+        on_tube_end = (ndi.binary_dilation(comp, iterations=2) & (tissue[sl] | comp) & tube_ends[sl]).sum() \
+            >= NODE_TUBE_END_VOXELS
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in sl])
         dx = (c[0] - mid_x) * sp[0]  # voxel x grows towards the patient's right (RAS)
         side = "right" if dx > 10.0 else "left" if dx < -10.0 else "midline"
@@ -445,7 +445,7 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             h2 = hu[sl][ndi.binary_dilation(comp, iterations=2) & ~comp]
             if near_airway[sl][comp].any() and \
                     float((h2 < -500.0).mean()) >= HILAR_NODE_MIN_SHELL_LUNG and side != "midline" and \
-                    elong <= HILAR_NODE_MAX_ELONGATION:
+                    elong <= HILAR_NODE_MAX_ELONGATION and not on_tube_end:
                 out.append({"kind": "node", "hilar": True, "mask": mask, "short_axis_mm": round(2 * r_in, 1),
                             "volume_ml": round(float(comp.sum()) * vml, 2), "elongation": round(elong, 2),
                             "center": c, "side": side, "location": f"{side} hilum"})
@@ -462,7 +462,7 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             if 2 * r_open >= NODE_SHORT_AXIS_MM and soft_all_around <= NODE_MAX_SHELL_SOFT:
                 out.append(_juxta_nodule(hu, s, sp, sl, comp, ball, c))
             continue
-        if soft_free > NODE_MAX_SHELL_SOFT or fat < NODE_MIN_SHELL_FAT:
+        if soft_free > NODE_MAX_SHELL_SOFT or fat < NODE_MIN_SHELL_FAT or on_tube_end:
             continue
         out.append({"kind": "node", "mask": mask, "short_axis_mm": round(2 * r_in, 1),
                     "volume_ml": round(float(comp.sum()) * vml, 2), "elongation": round(elong, 2), "center": c,
@@ -790,7 +790,10 @@ def _compute(volume: CTVolume, regions: RegionResult) -> tuple[list[Measurement]
 
     # solid nodule candidates (inside the lung, and against the mediastinum / hilum)
     for b in blobs:
-        if b["kind"] == "nodule" and not any((b["mask"] & n["mask"]).any() for n in found):
+        if b["kind"] == "nodule" and not any((b["mask"] & n["mask"]).any() for n in found
+                                             if n["confidence"] != "low"):
+            # an overlapping low candidate (vessel-joined, juxtapleural) gives way to the blob
+            found = [n for n in found if not (n["confidence"] == "low" and (b["mask"] & n["mask"]).any())]
             found.append({**b, "vessel_ratio": None, "ball_ratio": None,
                           "method": "compact solid blob against the mediastinal pleura, surrounded by lung (see "
                                     "vision.measure._mediastinal_blobs)"})
