@@ -367,7 +367,7 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
     Without contrast the ascending aorta, vena cava and brachiocephalic vessels have node density, and a node
     touching them merged into one blob too big for a node: vertical tubes (``vision.measure_mediastinum``) are now
     segmented organs like the heart. The aortic arch left over the tracked ascending aorta is a compact blob that
-    continues the tube through its end (>= ``NODE_TUBE_END_VOXELS`` of it right above or below a tube): dropped. A
+    continues the tube through its end (>= ``NODE_TUBE_END_VOXELS`` of it right above or below a tube): not a node. A
     compact blob inside the hole-filled lung mask, by the bronchi (within ``HILUM_MM``), with aerated lung around it
     (>= ``HILAR_NODE_MIN_SHELL_LUNG``) and rounder than ``HILAR_NODE_MAX_ELONGATION`` is a hilar node (``measure``
     gives one the nodule search also found to the nodules). Tuning seeds: phantoms with enlarged nodes found 32 -> 37
