@@ -220,14 +220,24 @@ def _nodule_fields(hu: np.ndarray, s: dict, bb, comp: np.ndarray, vml: float) ->
         if k in s and s[k][ci]:
             lobe = key
     if lobe is None:  # centre outside the lobes (a nodule on the lung's surface): the lobe it borders most
-        ring = ndi.binary_dilation(comp, structure=np.ones((3, 3, 3), bool), iterations=2)
-        votes = {key: int((s[k][bb] & ring).sum()) for key in ("upper", "middle", "lower")
-                 if (k := f"lung_{key}_lobe_{side}") in s}
-        if votes and max(votes.values()) > 0:
-            lobe = max(votes, key=votes.get)
+        lobe = _most_lobe(s, side, bb, ndi.binary_dilation(comp, structure=np.ones((3, 3, 3), bool), iterations=2))
     return {"mask": mask, "diameter_mm": round(float((6.0 * vol_mm3 / np.pi) ** (1 / 3)), 1),
             "volume_mm3": round(vol_mm3, 1), "mean_hu": round(float(hu[bb][comp].mean()), 1), "center": c,
             "side": side, "lobe": lobe}
+
+
+def _full_mask(shape: tuple[int, ...], box: tuple[slice, ...], comp: np.ndarray) -> np.ndarray:
+    """``comp`` (cropped to ``box``) as a mask of the whole work grid; built only for blobs that are kept."""
+    mask = np.zeros(shape, bool)
+    mask[box] = comp
+    return mask
+
+
+def _most_lobe(s: dict, side: str, box: tuple[slice, ...], region: np.ndarray) -> str | None:
+    """The lobe of ``side`` holding most of ``region`` (bool, cropped to ``box``); None when it touches none."""
+    counts = {k: int((s[f"lung_{k}_lobe_{side}"][box] & region).sum()) for k in ("upper", "middle", "lower")
+              if f"lung_{k}_lobe_{side}" in s}
+    return max(counts, key=counts.get) if counts and max(counts.values()) > 0 else None
 
 
 def _isolated_nodules(hu, s: dict, sp, bb, raw, raw_lab, raw_sizes, sub, hilum) -> list[dict]:
@@ -432,23 +442,22 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             continue
         # a blob that continues a vertical vessel through its end (the aortic arch over the ascending aorta) is that
         # vessel; a node lies beside a vessel, not on top of it
-        on_tube_end = (ndi.binary_dilation(comp, iterations=2) & (tissue[sl] | comp) & tube_ends[sl]).sum() \
-            >= NODE_TUBE_END_VOXELS
+        ring2 = ndi.binary_dilation(comp, iterations=2)
+        h2 = hu[sl][ring2 & ~comp]  # the two voxels around it
+        on_tube_end = (ring2 & (tissue[sl] | comp) & tube_ends[sl]).sum() >= NODE_TUBE_END_VOXELS
         c = np.array(ndi.center_of_mass(comp)) + np.array([b.start for b in sl])
         dx = (c[0] - mid_x) * sp[0]  # voxel x grows towards the patient's right (RAS)
         side = "right" if dx > 10.0 else "left" if dx < -10.0 else "midline"
-        mask = np.zeros(hu.shape, bool)
-        mask[sl] = comp
+        blob = {"kind": "node", "short_axis_mm": round(2 * r_in, 1), "volume_ml": round(float(comp.sum()) * vml, 2),
+                "elongation": round(elong, 2), "center": c, "side": side}
         if lung[sl][comp].mean() > 0.5:
             # inside the hole-filled lung mask: a hilar node when it sits by the bronchi with aerated lung around it
             # (a lung nodule there is the same blob: measure() gives a blob the nodule search also found to it)
-            h2 = hu[sl][ndi.binary_dilation(comp, iterations=2) & ~comp]
             if near_airway[sl][comp].any() and \
                     float((h2 < -500.0).mean()) >= HILAR_NODE_MIN_SHELL_LUNG and side != "midline" and \
                     elong <= HILAR_NODE_MAX_ELONGATION and not on_tube_end:
-                out.append({"kind": "node", "hilar": True, "mask": mask, "short_axis_mm": round(2 * r_in, 1),
-                            "volume_ml": round(float(comp.sum()) * vml, 2), "elongation": round(elong, 2),
-                            "center": c, "side": side, "location": f"{side} hilum"})
+                out.append({**blob, "mask": _full_mask(hu.shape, sl, comp), "location": f"{side} hilum",
+                            "hilar": True})
             continue
         grown = ndi.binary_dilation(comp, structure=ball) & (soft_all[sl] | comp)
         shell = ndi.binary_dilation(grown) & ~grown
@@ -456,7 +465,6 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
         # soft tissue around it that is no segmented organ: a vessel running on (an organ it abuts is not)
         soft_free = float((soft & ~organs[sl][shell]).mean()) if soft.size else 0.0
         soft_all_around = float(soft.mean()) if soft.size else 0.0
-        h2 = hu[sl][ndi.binary_dilation(comp, iterations=2) & ~comp]
         fat = float(((h2 > NODE_FAT_HU[0]) & (h2 < NODE_FAT_HU[1])).mean())
         if fat < JUXTA_MAX_SHELL_FAT and float((h2 < -500.0).mean()) >= JUXTA_MIN_SHELL_LUNG:
             if 2 * r_open >= NODE_SHORT_AXIS_MM and soft_all_around <= NODE_MAX_SHELL_SOFT:
@@ -464,9 +472,8 @@ def _mediastinal_blobs(hu: np.ndarray, s: dict, m: dict, sp) -> list[dict]:
             continue
         if soft_free > NODE_MAX_SHELL_SOFT or fat < NODE_MIN_SHELL_FAT or on_tube_end:
             continue
-        out.append({"kind": "node", "mask": mask, "short_axis_mm": round(2 * r_in, 1),
-                    "volume_ml": round(float(comp.sum()) * vml, 2), "elongation": round(elong, 2), "center": c,
-                    "side": side, "location": "mediastinum" if side == "midline" else f"{side} mediastinum or hilum"})
+        out.append({**blob, "mask": _full_mask(hu.shape, sl, comp),
+                    "location": "mediastinum" if side == "midline" else f"{side} mediastinum or hilum"})
     out.sort(key=lambda n: -n.get("short_axis_mm", n.get("diameter_mm", 0.0)))
     return out[:20]
 
@@ -479,9 +486,7 @@ def _juxta_nodule(hu: np.ndarray, s: dict, sp, sl: tuple[slice, ...], comp: np.n
     vol = float(solid.sum()) * float(np.prod(sp))
     near = ndi.binary_dilation(solid, structure=ops.ball(5.0, sp))
     side = "left" if (s["lung_left"][sl] & near).sum() >= (s["lung_right"][sl] & near).sum() else "right"
-    counts = {k: int((s[f"lung_{k}_lobe_{side}"][sl] & near).sum()) for k in ("upper", "middle", "lower")
-              if f"lung_{k}_lobe_{side}" in s}
-    lobe = max(counts, key=counts.get) if counts and max(counts.values()) > 0 else None
+    lobe = _most_lobe(s, side, sl, near)
     mask = np.zeros(hu.shape, bool)
     mask[sl] = solid
     return {"kind": "nodule", "mask": mask, "diameter_mm": round(float((6.0 * vol / np.pi) ** (1 / 3)), 1),
